@@ -1,0 +1,34 @@
+# edgejar: `make test` runs everything CI runs; `make demo` runs the main job on the simulated cluster.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo venv lint unit integration clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Lint, unit tests, integration tests on the simulated cluster, molecule; prints a summary.
+test: $(STAMP)
+	bash scripts/test.sh
+
+lint: $(STAMP)
+	bash scripts/test.sh lint
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP)
+	bash scripts/test.sh integration
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

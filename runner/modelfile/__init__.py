@@ -1,0 +1,1 @@
+"""GGUF model files: memory estimates and the generated tiny test model."""
