@@ -1,0 +1,163 @@
+"""`python -m runner place`: assign experiment instances to nodes and write host_vars/<node>/placement.yml."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from runner import atomic, hostvars, inventory, requirements
+from runner.commands.common import add_inventory, inventory_path, table
+from runner.errors import InputError
+from runner.experiment import load_files
+from runner.placement import Placement, Problem, Verdict, place
+from runner.placement.model import fmt_gb
+from runner.placement.policies import POLICIES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "place",
+        help="place experiment instances on nodes and write host_vars",
+        description="Assign every instance of the given experiment files to a node and write "
+        "host_vars/<node>/placement.yml next to the inventory (all files or none).",
+    )
+    add_inventory(p)
+    p.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT_FILE")
+    p.add_argument(
+        "--policy", default="score", choices=sorted(POLICIES), help="soft objective (default: score)"
+    )
+    p.add_argument("--pin", action="append", default=[], metavar="ID=NODE", help="pin an instance to a node")
+    p.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep instances off a node")
+    p.add_argument(
+        "--rebalance", action="store_true", help="re-score everything instead of keeping instances put"
+    )
+    p.add_argument("--explain", action="store_true", help="show every node's score or rejection per instance")
+    p.add_argument("--dry-run", action="store_true", help="decide and print, write nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="bound on the exact search (s)")
+    p.set_defaults(func=run)
+
+
+def _pins(values: list[str], known_ids: set[str], nodes: set[str]) -> dict[str, str]:
+    pins = {}
+    for value in values:
+        iid, sep, node = value.partition("=")
+        if not sep or not iid or not node:
+            raise InputError(f"--pin {value}: expected ID=NODE")
+        if iid not in known_ids:
+            raise InputError(f"--pin {value}: unknown instance {iid!r}")
+        if node not in nodes:
+            raise InputError(f"--pin {value}: unknown node {node!r} (nodes: {', '.join(sorted(nodes))})")
+        pins[iid] = node
+    return pins
+
+
+def _verdicts_json(verdicts: tuple[Verdict, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "node": v.node,
+            "score": v.score,
+            "factors": dict(v.factors) if v.factors else None,
+            "rejected": v.rejected,
+        }
+        for v in verdicts
+    ]
+
+
+def _explain_text(result: Placement) -> str:
+    out = []
+    for iid, verdicts in result.explanations.items():
+        chosen = result.assignment[iid]
+        note = " (kept where it runs; --rebalance re-scores it)" if iid in result.kept else ""
+        out.append(f"{iid} -> {chosen}{note}")
+        for v in sorted(verdicts, key=lambda v: (v.score is None, -(v.score or 0), v.node)):
+            if v.factors is None:
+                out.append(f"    {v.node:<12} rejected: {v.rejected}")
+            else:
+                parts = " ".join(f"{k}={val:g}" for k, val in v.factors.items())
+                mark = "*" if v.node == chosen else " "
+                out.append(f"  {mark} {v.node:<12} {v.score:6.1f}  {parts}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = inventory.load(inventory_path(args))
+    experiments = load_files(args.experiments)
+    specs = [s for e in experiments for s in e.instances]
+    if not specs:
+        raise InputError("no enabled instances in the given experiment files")
+    node_names = {cn.node.name for cn in cluster.nodes}
+    pins = _pins(args.pin, {s.id for s in specs}, node_names)
+    specs = [dataclasses.replace(s, node=pins.get(s.id, s.node)) for s in specs]
+    experiments = [
+        dataclasses.replace(e, instances=tuple(s for s in specs if s.experiment == e.name))
+        for e in experiments
+    ]
+    root = requirements.project_root()
+    instances = {s.id: requirements.instance(s, cluster.models, root) for s in specs}
+    # A node cannot run more instances than it has peer ports.
+    nodes = tuple(
+        dataclasses.replace(cn.node, max_instances=min(cn.node.max_instances, len(cluster.peer_ports)))
+        for cn in cluster.nodes
+    )
+    current = {iid: node for iid, node in cluster.current().items() if node in node_names}
+    problem = Problem(
+        nodes=nodes,
+        instances=tuple(instances[s.id] for s in specs),
+        current=current,
+        policy=args.policy,
+        rebalance=args.rebalance,
+        excluded=frozenset(args.exclude),
+        explain=args.explain,
+        exact_timeout_s=args.timeout,
+    )
+    result = place(problem)
+    ports = hostvars.assign_ports(result.assignment, cluster.peer_ports, cluster.current_ports(), current)
+    per_node = hostvars.entries(cluster, experiments, instances, result.assignment, ports, root)
+    removed = sorted(set(current) - set(result.assignment))
+    written: list[Path] = []
+    if not args.dry_run:
+        written = atomic.write_all(hostvars.files(cluster, per_node))
+    if args.json:
+        doc: dict[str, Any] = {
+            "placements": result.assignment,
+            "ports": ports,
+            "method": result.method,
+            "policy": args.policy,
+            "moves": [dataclasses.asdict(m) for m in result.moves],
+            "removed": removed,
+            "nodes": {node: [e["id"] for e in items] for node, items in per_node.items()},
+            "written": [str(p) for p in written],
+            "dry_run": args.dry_run,
+        }
+        if args.explain:
+            doc["explain"] = {iid: _verdicts_json(v) for iid, v in result.explanations.items()}
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+    rows = []
+    for s in specs:
+        inst = instances[s.id]
+        gpu = f"{fmt_gb(inst.gpu_claim())}" if s.gpu else "-"
+        rows.append(
+            [s.id, s.experiment, result.assignment[s.id], str(ports[s.id]), fmt_gb(inst.ram_mib), gpu]
+        )
+    print(table(rows, ["instance", "experiment", "node", "port", "memory", "gpu"]))
+    print(f"\nplaced {len(specs)} instances with policy {args.policy} ({result.method} pass)")
+    for m in result.moves:
+        print(f"moves: {m.instance}: {m.source} -> {m.target}")
+    for iid in removed:
+        print(f"removed: {iid} (was on {current[iid]}; not in the given experiment files)")
+    if args.explain:
+        print("\n" + _explain_text(result))
+    if args.dry_run:
+        print("\ndry run: nothing written")
+    elif written:
+        print(f"\nwrote {len(written)} file(s) under {cluster.host_vars_dir}")
+    else:
+        print(f"\n{cluster.host_vars_dir}: already up to date")
+    return 0

@@ -1,0 +1,122 @@
+"""The complete pass: the placement as a 0/1 integer program, solved by HiGHS within a time bound.
+
+Variables x[i,n] = 1 when instance i runs on node n, only for pairs that pass the static checks.
+Rows: each instance exactly once; per node the instance slots, the RAM pool (GPU claims included on
+unified-memory nodes) and the GPU pool; per node and anti-affine pair x[i,n] + x[j,n] <= 1.
+The objective keeps running instances where they are, then honours preferred nodes and GPU match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import highspy
+import numpy as np
+
+from runner.placement import constraints
+from runner.placement.state import ClusterState
+
+# Above this many variables the integer program is not attempted (the verdict says so).
+MAX_VARIABLES = 200_000
+
+
+class Outcome(Enum):
+    PLACED = "placed"
+    INFEASIBLE = "infeasible"  # proven: no assignment exists
+    TIMEOUT = "timeout"  # nothing found within the bound, not proven impossible
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    outcome: Outcome
+    assignment: dict[str, int]
+    variables: int
+
+
+def solve(state: ClusterState, timeout_s: float) -> ExactResult:
+    problem = state.problem
+    insts = list(problem.instances)
+    pairs: list[tuple[int, int]] = []
+    for i, inst in enumerate(insts):
+        for k in np.flatnonzero(constraints.static_mask(state, inst)):
+            pairs.append((i, int(k)))
+    if any(not any(p[0] == i for p in pairs) for i in range(len(insts))):
+        return ExactResult(Outcome.INFEASIBLE, {}, len(pairs))
+    if len(pairs) > MAX_VARIABLES:
+        return ExactResult(Outcome.TOO_LARGE, {}, len(pairs))
+
+    n_nodes = len(state.nodes)
+    n_inst = len(insts)
+    # Row layout: [instances][slots per node][ram per node][gpu per node][anti-affinity rows...]
+    slot_row, ram_row, gpu_row = n_inst, n_inst + n_nodes, n_inst + 2 * n_nodes
+    row_lo = [1.0] * n_inst + [0.0] * (3 * n_nodes)
+    row_hi = (
+        [1.0] * n_inst
+        + [float(m) for m in state.max_inst]
+        + [float(c) for c in state.ram_cap]
+        + [float(c) for c in state.gpu_cap]
+    )
+    var_of = {pair: v for v, pair in enumerate(pairs)}
+    entries: list[tuple[int, int, float]] = []  # (row, col, value)
+    costs = np.zeros(len(pairs))
+    pos = {inst.id: i for i, inst in enumerate(insts)}
+    for v, (i, k) in enumerate(pairs):
+        inst, node = insts[i], state.nodes[k]
+        entries.append((i, v, 1.0))
+        entries.append((slot_row + k, v, 1.0))
+        entries.append((ram_row + k, v, float(inst.ram_claim(node))))
+        if inst.gpu_claim():
+            entries.append((gpu_row + k, v, float(inst.gpu_claim())))
+        stay = not problem.rebalance and problem.current.get(inst.id) == node.name
+        gpu_fit = 15.0 if (inst.gpu and node.gpu) else 5.0 if not (inst.gpu or node.gpu) else 0.0
+        costs[v] = -(100.0 * stay + 10.0 * (inst.prefer == node.name) + gpu_fit + 0.01 * node.priority)
+    row = len(row_lo)
+    for iid, others in sorted(state.anti_affinity.items()):
+        for other in sorted(others):
+            if other <= iid:
+                continue
+            a, b = pos[iid], pos[other]
+            for k in range(n_nodes):
+                va, vb = var_of.get((a, k)), var_of.get((b, k))
+                if va is not None and vb is not None:
+                    entries += [(row, va, 1.0), (row, vb, 1.0)]
+                    row_lo.append(0.0)
+                    row_hi.append(1.0)
+                    row += 1
+
+    lp = highspy.HighsLp()
+    lp.num_col_ = len(pairs)
+    lp.num_row_ = len(row_lo)
+    lp.col_cost_ = costs
+    lp.col_lower_ = np.zeros(len(pairs))
+    lp.col_upper_ = np.ones(len(pairs))
+    lp.row_lower_ = np.array(row_lo)
+    lp.row_upper_ = np.array(row_hi)
+    entries.sort(key=lambda e: (e[1], e[0]))
+    starts = np.zeros(len(pairs) + 1, dtype=np.int32)
+    for _, col, _ in entries:
+        starts[col + 1] += 1
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.cumsum(starts).astype(np.int32)
+    lp.a_matrix_.index_ = np.array([e[0] for e in entries], dtype=np.int32)
+    lp.a_matrix_.value_ = np.array([e[2] for e in entries])
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * len(pairs)
+
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(timeout_s))
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("random_seed", 0)
+    h.passModel(lp)
+    h.run()
+    status = h.getModelStatus()
+    has_solution = h.getInfo().primal_solution_status == 2  # kSolutionStatusFeasible
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return ExactResult(Outcome.INFEASIBLE, {}, len(pairs))
+    if not has_solution:
+        return ExactResult(Outcome.TIMEOUT, {}, len(pairs))
+    values = h.getSolution().col_value
+    assignment = {insts[i].id: k for v, (i, k) in enumerate(pairs) if values[v] > 0.5}
+    return ExactResult(Outcome.PLACED, assignment, len(pairs))
