@@ -132,6 +132,18 @@ def _port_range(hv: Mapping[str, Any]) -> range:
     return range(start, end + 1)
 
 
+def _forget_vars_files() -> None:
+    """ansible-core's host_group_vars plugin remembers, per process, which host_vars/group_vars files
+    exist (and which directories do not). A long-lived process (the monitor, failover, tests) that
+    re-reads the inventory after `place` wrote new host_vars must not see the stale list."""
+    from ansible.plugins.vars import host_group_vars
+
+    for name in ("FOUND", "NAK"):
+        cache = getattr(host_group_vars, name, None)
+        if cache is not None:
+            cache.clear()
+
+
 def load(path: Path) -> Cluster:
     """Read the inventory with ansible-core. Raises InputError naming the file, host and field."""
     if not path.exists():
@@ -144,9 +156,12 @@ def load(path: Path) -> Cluster:
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
+    _forget_vars_files()
     loader = DataLoader()
     try:
-        inv = InventoryManager(loader=loader, sources=[str(path)])
+        # Absolute: ansible-core caches the real path of a source directory per process, so a relative
+        # path would keep pointing at the first working directory it was resolved in.
+        inv = InventoryManager(loader=loader, sources=[str(path.resolve())])
     except AnsibleError as exc:
         raise InputError(
             f"inventory {path}: Ansible could not parse it ({exc.message}); "
@@ -173,8 +188,8 @@ def load(path: Path) -> Cluster:
             raise InputError(f"inventory {path}: host {host.name}: {PLACEMENT_VAR} must be a list")
         nodes.append(
             ClusterNode(
-                node=node_from_vars(host.name, hv),
-                address=str(hv.get("node_address") or hv.get("ansible_host") or host.name),
+                node=node_from_vars(str(host.name), hv),
+                address=str(hv.get("node_address") or hv.get("ansible_host") or str(host.name)),
                 kind=str(hv.get("node_kind", "generic")),
                 placed=tuple(e for e in placed if isinstance(e, Mapping)),
             )

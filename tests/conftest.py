@@ -1,0 +1,22 @@
+"""Shared fixtures: a throwaway copy of the example inventory and experiments."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the repo's inventory, group_vars and experiments in a temp dir (the cwd of the test)."""
+    for name in ("inventory", "ansible.cfg"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "group_vars", tmp_path / "group_vars")
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEJAR_INVENTORY", raising=False)
+    return tmp_path
