@@ -1,0 +1,61 @@
+"""Checks before the sim touches anything: root, the tools it runs (with their Debian packages), kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from runner.errors import EdgejarError
+
+# tool -> Debian package that provides it
+TOOLS: dict[str, str] = {
+    "systemd-nspawn": "systemd-container",
+    "debootstrap": "debootstrap",
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "mount": "mount",
+    "umount": "mount",
+    "chroot": "coreutils",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "dpkg-deb": "dpkg",
+    "dpkg-scanpackages": "dpkg-dev",
+}
+UP_TOOLS = tuple(TOOLS)
+DOWN_TOOLS = ("ip", "umount", "ssh")
+STATUS_TOOLS = ("ssh",)
+
+
+def missing_tools(tools: Iterable[str], which: Callable[[str], str | None] = shutil.which) -> dict[str, str]:
+    """The tools that are not on PATH, each with the Debian package to install."""
+    return {tool: TOOLS[tool] for tool in tools if which(tool) is None}
+
+
+def missing_tools_message(missing: dict[str, str]) -> str:
+    packages = sorted(set(missing.values()))
+    listed = ", ".join(f"{tool} (package {pkg})" for tool, pkg in missing.items())
+    return f"missing tools: {listed}; install them with: apt-get install -y {' '.join(packages)}"
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise EdgejarError(
+            f"`sim {action}` needs root (network namespaces, mounts, cgroups, systemd-nspawn); "
+            "run it as root or with sudo"
+        )
+
+
+def check_tools(tools: Iterable[str]) -> None:
+    missing = missing_tools(tools)
+    if missing:
+        raise EdgejarError(missing_tools_message(missing))
+
+
+def check_kernel() -> None:
+    filesystems = Path("/proc/filesystems").read_text()
+    if "overlay" not in filesystems.split():
+        raise EdgejarError("the kernel has no overlayfs (`overlay` is not in /proc/filesystems)")
+    if not Path("/proc/self/ns/net").exists():
+        raise EdgejarError("the kernel has no network namespaces")
