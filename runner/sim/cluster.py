@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from runner.errors import EdgejarError
 from runner.sim import aptrepo, host, network, preflight
 from runner.sim.cgroups import HostCgroups, parse_hierarchies
-from runner.sim.config import HostSpec, SimConfig, build_config
+from runner.sim.config import HostSpec, SimConfig
 from runner.sim.inventory import repo_root, write_inventory, write_known_hosts
 from runner.sim.rootfs import ensure_rootfs
 from runner.sim.state import StateDir
@@ -160,10 +161,17 @@ def clear_fact_cache(cfg: SimConfig) -> None:
     """Drop cached Ansible facts of the sim's host names (the repo's ansible.cfg caches facts in .cache/).
 
     The sim's hosts share their names with the real cluster's and are new machines at every `sim up`.
+    The jsonfile cache names its files after the host, with a versioned prefix in ansible-core 2.19
+    (`s1_jetson`).
     """
     cache = repo_root() / ".cache" / "ansible-facts"
-    for h in cfg.hosts:
-        (cache / h.name).unlink(missing_ok=True)
+    if not cache.is_dir():
+        return
+    names = {h.name for h in cfg.hosts}
+    for f in cache.iterdir():
+        stem = f.name.split("_", 1)[1] if re.fullmatch(r"[A-Za-z0-9]+_.+", f.name) else f.name
+        if f.name in names or stem in names:
+            f.unlink(missing_ok=True)
 
 
 # --- down -------------------------------------------------------------------------------------------
@@ -179,8 +187,11 @@ def _down_locked(state: StateDir) -> list[str]:
     recorded = state.load() or {}
     cfg = state.config()
     names = state.recorded_hosts()
-    if not state.root.exists():
-        log(f"nothing recorded in {state.root}")
+    if cfg is None and not names and not state.repo_server_file.exists():
+        if state.root.exists() and not host.mounts_below(state.root):
+            shutil.rmtree(state.root, ignore_errors=True)
+        log(f"nothing recorded in {state.root}: nothing to remove")
+        return []
     _close_control_masters(state)
     for name in names:
         host.request_poweroff(state, name)
@@ -190,6 +201,8 @@ def _down_locked(state: StateDir) -> list[str]:
     left: list[str] = []
     for name in names:
         left += host.remove(state, name)
+    if names:
+        host.remove_empty_nspawn_dirs()
     server_left = aptrepo.stop(state)
     if server_left:
         left.append(server_left)
@@ -197,7 +210,7 @@ def _down_locked(state: StateDir) -> list[str]:
         network.bridge_down(recorded["bridge"])
     if cfg is not None:
         clear_fact_cache(cfg)
-    left += find_leftovers(cfg or default_config(), state, names, recorded.get("bridge"))
+    left += find_leftovers(cfg, state, names, recorded.get("bridge"))
     if not left and state.root.exists():
         shutil.rmtree(state.root, ignore_errors=True)
     if names:
@@ -286,6 +299,3 @@ def status(state: StateDir) -> tuple[SimConfig | None, str, list[HostStatus]]:
         result.append(HostStatus(h, running, ok, msg, cgroups.memory_usage() if running else None))
     return cfg, str(recorded.get("phase", "?")), result
 
-
-def default_config() -> SimConfig:
-    return build_config()

@@ -15,6 +15,7 @@ are hybrid v1 (the CI machines) are applied after boot:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -330,3 +331,11 @@ def remove(state: StateDir, name: str) -> list[str]:
     if not mounts_below(state.host_dir(name)):
         run(["rm", "-rf", "--one-file-system", str(state.host_dir(name))], check=False)
     return left
+
+
+def remove_empty_nspawn_dirs() -> None:
+    """nspawn's own bookkeeping directories under /run, once no container uses them."""
+    base = Path("/run/systemd/nspawn")
+    for d in (base / "propagate", base / "locks", base):
+        with contextlib.suppress(OSError):
+            d.rmdir()

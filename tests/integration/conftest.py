@@ -1,0 +1,109 @@
+"""Integration fixtures: the simulated cluster, brought up once per test session and always torn down.
+
+The tests use their own state directory, subnet, bridge and name prefix, so that they never touch a
+simulated cluster that a developer has up (`python -m runner sim up` with the defaults). They skip with
+the reason when the machine cannot run it (not root, missing tools, no cgroup v1 memory controller).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+
+# Keep the test cluster apart from a developer's default one (10.231.42.0/24, ejbr0, prefix ej).
+TEST_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_SIM_DIR", "/var/tmp/edgejar-sim-test"))
+TEST_CONFIG = """\
+subnet: 10.231.43.0/24
+bridge: ejtbr0
+prefix: ejt
+repo_port: 8081
+hosts:
+  - {name: jetson, kind: jetson}
+  - {name: rpi1, kind: rpi5}
+  - {name: rpi2, kind: rpi5}
+  - {name: host, kind: x86}
+"""
+UP_TIMEOUT = 1800  # a first run builds the rootfs (minutes); later runs boot in seconds
+
+
+@dataclass(frozen=True)
+class Sim:
+    state_dir: Path
+    inventory: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_sim(self.env, *args, timeout=timeout)
+
+
+def run_sim(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "sim", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def skip_reason() -> str | None:
+    """Why the simulated cluster cannot run here, or None."""
+    if sys.platform != "linux":
+        return "the simulated cluster needs Linux"
+    if os.geteuid() != 0:
+        return "the simulated cluster needs root (network namespaces, mounts, cgroups, systemd-nspawn)"
+    from runner.sim.preflight import UP_TOOLS, missing_tools, missing_tools_message
+
+    missing = missing_tools(UP_TOOLS)
+    if missing:
+        return missing_tools_message(missing)
+    if not Path("/sys/fs/cgroup/memory").is_dir():
+        return "no cgroup v1 memory controller (/sys/fs/cgroup/memory): host memory limits cannot be set"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    config = tmp_path_factory.mktemp("sim") / "sim.yml"
+    config.write_text(TEST_CONFIG)
+    env = {**os.environ, "EDGEJAR_SIM_DIR": str(TEST_STATE_DIR)}
+    # Leftovers of an aborted earlier session first.
+    first = run_sim(env, "down")
+    if first.returncode != 0:
+        pytest.fail(f"could not clean up an earlier test cluster:\n{first.stderr}")
+    try:
+        up = run_sim(env, "up", "--config", str(config), timeout=UP_TIMEOUT)
+        sys.stderr.write(up.stderr)
+        if up.returncode != 0:
+            pytest.fail(f"`sim up` failed (exit {up.returncode}):\n{up.stderr}")
+        yield Sim(TEST_STATE_DIR, Path(up.stdout.strip()), env)
+    finally:
+        down = run_sim(env, "down")
+        if down.returncode != 0:
+            pytest.fail(f"`sim down` left things behind:\n{down.stderr}")
+
+
+@pytest.fixture(scope="session")
+def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ansible-runner's private data directory (artifacts of each run)."""
+    return tmp_path_factory.mktemp("ansible-runner")
+
+
+def ansible_env() -> dict[str, str]:
+    """Run Ansible with the repository's ansible.cfg and the venv's tools on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
