@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from runner.errors import InputError, NoPlacementError
 from runner.placement import constraints, diagnose, exact, greedy
 from runner.placement.model import Move, Placement, Problem, Verdict
@@ -50,6 +52,14 @@ def place(problem: Problem) -> Placement:
     kept: set[str] = set()
     stuck = greedy.run(state, explain, kept)
     method = "greedy"
+    if stuck is not None and problem.policy != "binpack":
+        # Second fast try: best fit (binpack) packs far better than a balancing score when space is tight.
+        retry_explain: dict[str, tuple[Verdict, ...]] | None = {} if problem.explain else None
+        retry, retry_kept = ClusterState(replace(problem, policy="binpack")), set()
+        if greedy.run(retry, retry_explain, retry_kept) is None:
+            state, explain, kept, stuck, method = retry, retry_explain, retry_kept, None, "best-fit"
+    if stuck is None and state.repairs and explain is not None:
+        explain = _explain_final(state, sorted(state.where))  # moved instances: re-explain where they are
     if stuck is not None:
         result = exact.solve(ClusterState(problem), problem.exact_timeout_s)
         if result.outcome is not exact.Outcome.PLACED:

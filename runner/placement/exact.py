@@ -38,14 +38,13 @@ class ExactResult:
 def solve(state: ClusterState, timeout_s: float) -> ExactResult:
     problem = state.problem
     insts = list(problem.instances)
-    pairs: list[tuple[int, int]] = []
-    for i, inst in enumerate(insts):
-        for k in np.flatnonzero(constraints.static_mask(state, inst)):
-            pairs.append((i, int(k)))
-    if any(not any(p[0] == i for p in pairs) for i in range(len(insts))):
-        return ExactResult(Outcome.INFEASIBLE, {}, len(pairs))
-    if len(pairs) > MAX_VARIABLES:
-        return ExactResult(Outcome.TOO_LARGE, {}, len(pairs))
+    allowed = [np.flatnonzero(constraints.static_mask(state, inst)) for inst in insts]
+    variables = sum(len(a) for a in allowed)
+    if any(len(a) == 0 for a in allowed):
+        return ExactResult(Outcome.INFEASIBLE, {}, variables)
+    if variables > MAX_VARIABLES:
+        return ExactResult(Outcome.TOO_LARGE, {}, variables)
+    pairs = [(i, int(k)) for i, ks in enumerate(allowed) for k in ks]
 
     n_nodes = len(state.nodes)
     n_inst = len(insts)

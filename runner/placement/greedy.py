@@ -71,6 +71,33 @@ def verdicts(state: ClusterState, inst: Instance, policy: str) -> tuple[Verdict,
     )
 
 
+def _make_room(state: ClusterState, inst: Instance) -> int | None:
+    """Repair step: move one placed instance elsewhere so that `inst` fits where it stood.
+
+    Tries nodes that could take `inst` on an empty cluster, fullest first, and on each the placed
+    instances smallest first; the first move that makes room wins. Returns the node now open to `inst`.
+    """
+    static = np.flatnonzero(constraints.static_mask(state, inst))
+    for k in sorted(static, key=lambda k: (-int(state.count[k]), int(state.name_rank[k]))):
+        members = sorted(state.members[k], key=lambda m: (state.instances[m].ram_mib, m))
+        for mid in members:
+            other = state.instances[mid]
+            if other.pin is not None:
+                continue
+            state.unassign(other)
+            if constraints.feasible_mask(state, inst)[k]:
+                state.assign(inst, k)
+                targets = np.flatnonzero(constraints.feasible_mask(state, other))
+                state.unassign(inst)
+                targets = targets[targets != k]
+                if len(targets):
+                    state.assign(other, int(targets[np.argmin(state.name_rank[targets])]))
+                    state.repairs += 1
+                    return int(k)
+            state.assign(other, k)
+    return None
+
+
 def run(state: ClusterState, explain: dict[str, tuple[Verdict, ...]] | None, kept: set[str]) -> Stuck | None:
     """Place every instance of the problem into `state`. Returns None, or where it got stuck."""
     problem = state.problem
@@ -92,7 +119,14 @@ def run(state: ClusterState, explain: dict[str, tuple[Verdict, ...]] | None, kep
         mask = constraints.feasible_mask(state, inst)
         idx = np.flatnonzero(mask)
         if len(idx) == 0:
-            return Stuck(inst, verdicts(state, inst, problem.policy))
+            stuck = Stuck(inst, verdicts(state, inst, problem.policy))
+            k = _make_room(state, inst)
+            if k is None:
+                return stuck
+            if explain is not None:
+                explain[inst.id] = verdicts(state, inst, problem.policy)
+            state.assign(inst, k)
+            continue
         fs = policies.factors(problem.policy, state, inst, idx)
         total = np.sum(np.vstack(list(fs.values())), axis=0)
         k = policies.best(state, inst, idx, total)

@@ -17,8 +17,9 @@ def gb_to_mib(gb: float) -> int:
 
 def fmt_gb(mib: float) -> str:
     """A MiB amount for people: '12 GB', '6.5 GB', '0.2 GB'."""
-    gb = mib / MIB_PER_GB
-    text = f"{gb:.1f}".rstrip("0").rstrip(".") if gb >= 0.1 or gb == 0 else f"{gb:.2f}"
+    if 0 < mib < MIB_PER_GB / 10:
+        return f"{round(mib)} MiB"
+    text = f"{mib / MIB_PER_GB:.1f}".rstrip("0").rstrip(".")
     return f"{text} GB"
 
 
@@ -107,7 +108,7 @@ class Move:
 @dataclass(frozen=True)
 class Placement:
     assignment: Mapping[str, str]
-    method: str  # "greedy" or "exact"
+    method: str  # "greedy", "best-fit" (greedy retried as binpack) or "exact"
     moves: tuple[Move, ...] = ()
     explanations: Mapping[str, tuple[Verdict, ...]] = field(default_factory=dict)
     kept: frozenset[str] = frozenset()  # instances left where they already ran (stable re-placement)

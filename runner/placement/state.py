@@ -51,6 +51,7 @@ class ClusterState:
         self.affinity = symmetric_relation(problem.instances, "affinity")
         self.anti_affinity = symmetric_relation(problem.instances, "anti_affinity")
         self._tag_masks: dict[frozenset[str], np.ndarray] = {}
+        self.repairs = 0  # instances the greedy pass moved to make room (see greedy._make_room)
 
     def ram_claims(self, inst: Instance) -> np.ndarray:
         """RAM booked per node: a GPU claim adds to it on unified-memory nodes."""
