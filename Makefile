@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv lint unit integration clean
+.PHONY: test demo venv lint unit integration clean molecule sim-up sim-down sim-status deb-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	bash scripts/test.sh integration
+
+molecule: $(STAMP)
+	bash scripts/test.sh molecule
+
+# The simulated edge cluster (root): see docs/sim.md.
+sim-up: $(STAMP)
+	$(PY) -m runner sim up
+
+sim-down: $(STAMP)
+	$(PY) -m runner sim down
+
+sim-status: $(STAMP)
+	$(PY) -m runner sim status
+
+# Debian packages the simulated cluster and the tests need (root; .ci/run runs this first).
+deb-deps:
+	bash scripts/deb-deps.sh
 
 demo: $(STAMP)
 	bash scripts/demo.sh

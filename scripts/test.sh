@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs edgejar's checks in stages and prints a pass/fail summary at the end.
-# Usage: scripts/test.sh [stage...]   (stages: lint unit integration; default: all)
+# Usage: scripts/test.sh [stage...]   (stages: lint unit integration molecule; default: all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint unit integration)
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit integration molecule)
 
 declare -a names results
 run() {  # run NAME CMD...
@@ -13,6 +13,22 @@ run() {  # run NAME CMD...
   echo "==> $name: $*"
   local start=$SECONDS
   if "$@"; then results+=("PASS  $name ($((SECONDS - start)) s)"); else results+=("FAIL  $name ($((SECONDS - start)) s)"); fi
+  names+=("$name")
+}
+
+run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own counts in the summary
+  local name=$1; shift
+  echo "==> $name: python -m pytest $*"
+  local start=$SECONDS log counts rc
+  log=$(mktemp)
+  python -m pytest "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  counts=$(grep -E '^=* ?[0-9]+ (passed|failed|skipped|error|errors|deselected)' "$log" | tail -1 \
+    | sed -E 's/=+//g; s/ in [0-9.]+s.*//; s/^ +//')
+  rm -f "$log"
+  [ -n "$counts" ] || counts="no result"
+  if [ "$rc" -eq 0 ]; then results+=("PASS  $name: $counts ($((SECONDS - start)) s)")
+  else results+=("FAIL  $name: $counts ($((SECONDS - start)) s)"); fi
   names+=("$name")
 }
 
@@ -28,11 +44,23 @@ for stage in "${stages[@]}"; do
       run unit-tests python -m pytest -q tests/unit
       ;;
     integration)
+      # The simulated cluster (python -m runner sim): its rootfs is built once and cached outside the
+      # repository (/var/cache/edgejar); the tests bring their own cluster up and always take it down.
       if [ "$(id -u)" -ne 0 ]; then
         echo "integration tests need root (systemd-nspawn, network namespaces): skipped" >&2
         results+=("SKIP  integration (not root)")
       else
-        run integration-tests python -m pytest -q tests/integration
+        run sim-build python -m runner sim build
+        run_pytest integration-tests -q tests/integration
+      fi
+      ;;
+    molecule)
+      run ansible-lint-sim ansible-lint --profile production molecule tests/integration/playbooks
+      if [ "$(id -u)" -ne 0 ]; then
+        echo "molecule runs on the simulated cluster, which needs root: skipped" >&2
+        results+=("SKIP  molecule (not root)")
+      else
+        run molecule molecule test
       fi
       ;;
     *) echo "unknown stage: $stage" >&2; exit 2 ;;

@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     up.set_defaults(func=_up)
 
+    build = actions.add_parser(
+        "build",
+        parents=[common],
+        help="build (or find cached) the hosts' rootfs and the APT repo, boot nothing",
+    )
+    build.set_defaults(func=_build)
+
     down = actions.add_parser(
         "down", parents=[common], help="remove the simulated cluster and report leftovers"
     )
@@ -74,6 +81,11 @@ def _up(args: argparse.Namespace) -> int:
     cfg = build_config(config_file=args.config, hosts=args.hosts, subnet=args.subnet, memory_mib=args.memory)
     path = cluster.up(cfg, _state(args), cache_dir_from_env(), keep_on_failure=args.keep_on_failure)
     print(path)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    cluster.build(build_config(), cache_dir_from_env())
     return 0
 
 

@@ -23,7 +23,16 @@ from runner.sim.system import is_same_process, log, run
 POWEROFF_TIMEOUT = 10.0
 
 
-# --- up ---------------------------------------------------------------------------------------------
+# --- build / up -------------------------------------------------------------------------------------
+def build(cfg: SimConfig, cache_dir: Path) -> None:
+    """Build (or find in the cache) the rootfs and the APT repository, without booting anything."""
+    preflight.require_root("build")
+    preflight.check_tools(preflight.UP_TOOLS)
+    rootfs = ensure_rootfs(cache_dir, cfg.user)
+    repo = aptrepo.ensure_repo(cache_dir, rootfs)
+    log(f"rootfs {rootfs.rootfs} and APT repository {repo} are ready")
+
+
 def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool = False) -> Path:
     """Bring the cluster up (or find it up with the same config); returns the inventory path."""
     preflight.require_root("up")
@@ -298,4 +307,3 @@ def status(state: StateDir) -> tuple[SimConfig | None, str, list[HostStatus]]:
         ok, msg = ssh.get(h.name, (False, "no key"))
         result.append(HostStatus(h, running, ok, msg, cgroups.memory_usage() if running else None))
     return cfg, str(recorded.get("phase", "?")), result
-
