@@ -68,11 +68,18 @@ class StateDir:
     def host_record_file(self, name: str) -> Path:
         return self.host_dir(name) / "host.json"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root.parent / f".{self.root.name}.lock"
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise `sim up`/`sim down` on one state directory (the lock file sits beside it)."""
+        """Serialise `sim up`/`sim down` on one state directory (the lock file sits beside it).
+
+        The lock file is removed when the state directory is gone at the end (after `sim down`).
+        """
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.root.parent / f".{self.root.name}.lock"
+        lock_path = self.lock_file
         with lock_path.open("a") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,6 +90,8 @@ class StateDir:
             try:
                 yield
             finally:
+                if not self.root.exists():
+                    lock_path.unlink(missing_ok=True)
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- records -------------------------------------------------------------------------------------
