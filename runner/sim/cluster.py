@@ -92,7 +92,7 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
     rootfs = ensure_rootfs(cache_dir, cfg.user)
     repo = aptrepo.ensure_repo(cache_dir, rootfs)
     pubkey = _controller_key(state)
-    state.save(cfg, "starting", bridge=cfg.bridge)
+    state.save(cfg, "starting", bridge=cfg.bridge, made_netns_dir=not network.netns_dir_mounted())
     network.bridge_up(cfg.bridge, cfg.gateway, cfg.prefixlen)
     aptrepo.serve(state, repo, cfg.gateway, cfg.repo_port)
     log(
@@ -217,6 +217,8 @@ def _down_locked(state: StateDir) -> list[str]:
         left.append(server_left)
     if recorded.get("bridge"):
         network.bridge_down(recorded["bridge"])
+    if recorded.get("made_netns_dir"):
+        network.release_netns_dir()
     if cfg is not None:
         clear_fact_cache(cfg)
     left += find_leftovers(cfg, state, names, recorded.get("bridge"))

@@ -7,6 +7,7 @@ bridge address (SSH in, the APT repo out) and each other, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -25,6 +26,23 @@ def link_exists(name: str) -> bool:
 
 def netns_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
+
+
+def netns_dir_mounted() -> bool:
+    """`ip netns add` bind-mounts /run/netns on itself the first time it runs on a machine."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4] == str(NETNS_DIR):
+            return True
+    return False
+
+
+def release_netns_dir() -> None:
+    """Undo the /run/netns mount that our first `ip netns add` made, once no namespace is left in it."""
+    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()) and netns_dir_mounted():
+        run(["umount", str(NETNS_DIR)], check=False)
+        if not netns_dir_mounted():
+            with contextlib.suppress(OSError):
+                NETNS_DIR.rmdir()
 
 
 def bridge_up(name: str, address: str, prefixlen: int) -> None:
