@@ -9,16 +9,21 @@
   default (`swa_full`), gives sliding-window layers a full-size cache; so does this estimate.
 * compute buffers: llama.cpp reserves its worst-case graph for one micro-batch of
   T = min(n_ctx, n_ubatch) tokens with every token an output (llama-context.cpp, graph_reserve), and
-  ggml-alloc reuses memory between layers, so the buffer is the inputs plus the largest layer plus the
-  output head. Formula (f32 activations, no flash attention, which is llama-cpp-python's default), after
-  GPUStack's gguf-parser (file_estimate__llamacpp.go), kept conservative:
+  ggml-alloc reuses memory once a tensor's last reader has run, so the buffer is the larger of "inputs plus
+  the widest layer" and "the output head". Terms after GPUStack's gguf-parser (file_estimate__llamacpp.go),
+  f32 activations, no flash attention (llama-cpp-python's default); the max() was fitted to what
+  llama.cpp 0.3.36 reports ("CPU compute buffer size") for a llama and a Qwen2.5-0.5B-shaped model,
+  where it is exact to 0.1 MiB; a 10 % margin covers the extra norms and projections of other
+  architectures:
 
-      inputs    = 4 T (n_embd + n_ctx + 3)                      embeddings, KQ mask, token/pos/out ids
-      attention = 4 T (n_embd + n_head (2 key_len + value_len) + n_head n_ctx)   norm, Q, K/V views, KQ
-      ffn       = 4 T (2 n_embd + 3 n_ff)                       norms, gate, up, act(gate) * up
-      output    = 4 T (n_embd + n_vocab)                        final norm, logits
-      compute   = inputs + max(attention, ffn) + output
+      inputs    = 4 T (n_embd + n_ctx + 3)                          embeddings, KQ mask, token/pos/out ids
+      attention = 4 T (2 n_embd + n_head (2 key_len + value_len) + n_head n_ctx)   residual, Q, K/V, KQ
+      ffn       = 4 T (3 n_embd + 3 n_ff)                           residual, norm, gate, up, act(gate)*up
+      output    = 4 T (n_vocab + 2 n_embd)                          residual, final norm, logits
+      compute   = 1.1 x max(inputs + max(attention, ffn), output) + 4 n_vocab     (+ the logits buffer)
 
+  The logits rows of the output term are only touched for tokens whose logits are asked for
+  (llama-cpp-python: the last one, unless logits_all), so resident memory is usually lower.
 * runtime footprint: 150 MiB of host RAM, GPUStack's figure for llama.cpp's own bootstrap (libraries,
   vocabulary maps, graph metadata).
 
@@ -111,20 +116,29 @@ def kv_cache_bytes(
     return float(n_layer * n_ctx * n_head_kv * (head_dim + v)) * kv_type_bytes
 
 
+COMPUTE_MARGIN = 1.10
+
+
 @dataclass(frozen=True)
 class ComputeParts:
     inputs: int
     attention: int
     ffn: int
     output: int
+    logits_buffer: int  # llama.cpp's host output buffer: one row of logits
 
     @property
     def layer(self) -> int:
         return max(self.attention, self.ffn)
 
     @property
-    def total(self) -> int:
-        return self.inputs + self.layer + self.output
+    def graph(self) -> int:
+        """The worst-case graph's buffer as ggml-alloc lays it out (no margin)."""
+        return max(self.inputs + self.layer, self.output)
+
+    @property
+    def total(self) -> float:
+        return COMPUTE_MARGIN * self.graph + self.logits_buffer
 
 
 def compute_buffer_parts(
@@ -142,9 +156,10 @@ def compute_buffer_parts(
     t = min(n_ctx, n_ubatch)
     return ComputeParts(
         inputs=F32 * t * (n_embd + n_ctx + 3),
-        attention=F32 * t * (n_embd + n_head * (2 * key_length + value_length) + n_head * n_ctx),
-        ffn=F32 * t * (2 * n_embd + 3 * n_ff),
-        output=F32 * t * (n_embd + n_vocab),
+        attention=F32 * t * (2 * n_embd + n_head * (2 * key_length + value_length) + n_head * n_ctx),
+        ffn=F32 * t * (3 * n_embd + 3 * n_ff),
+        output=F32 * t * (n_vocab + 2 * n_embd),
+        logits_buffer=F32 * n_vocab,
     )
 
 
@@ -379,13 +394,23 @@ def estimate_from_info(
         n_ff=info.n_ff,
         n_vocab=info.n_vocab,
     )
+    m = COMPUTE_MARGIN
     if n_off == 0:
         c_cpu, c_gpu = float(parts.total), 0.0
     else:
-        c_gpu = float(parts.inputs + parts.layer + (parts.output if output_on_gpu else 0))
-        c_cpu = float(
-            parts.inputs + (parts.layer if first_off > 0 else 0) + (0 if output_on_gpu else parts.output)
-        )
+        # The device runs the offloaded layers (and the head when it has it); the host keeps the
+        # inputs, its own layers, the head otherwise, and the logits buffer.
+        gpu_graph = parts.inputs + parts.layer if not output_on_gpu else parts.graph
+        c_gpu = m * gpu_graph
+        if first_off > 0 and not output_on_gpu:
+            cpu_graph = parts.graph
+        elif first_off > 0:
+            cpu_graph = parts.inputs + parts.layer
+        elif not output_on_gpu:
+            cpu_graph = max(parts.inputs, parts.output)
+        else:
+            cpu_graph = parts.inputs
+        c_cpu = m * cpu_graph + parts.logits_buffer
 
     ram = (w_cpu + kv_cpu + c_cpu) / MIB + footprint_mib
     gpu = (w_gpu + kv_gpu + c_gpu) / MIB
