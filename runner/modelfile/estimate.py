@@ -29,7 +29,10 @@
 
 With n_gpu_layers (llama.cpp semantics) the last n_gpu_layers blocks, their KV cache and a compute buffer go
 to the device; the output head too when n_gpu_layers > n_layer (or -1). Token embeddings stay in host RAM.
-Parsed metadata is cached per (path, mtime, size).
+The header is read by a small streaming reader (`read_gguf_header`) that counts the tokenizer's
+string arrays instead of materialising them: `gguf.GGUFReader` builds numpy views for every string
+and took 9 s on a 151,936-token vocabulary here, the streaming reader well under a second. Tests check
+that both readers agree. Parsed metadata is also cached per (path, mtime, size).
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ import functools
 import math
 import os
 import re
+import struct
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from runner.errors import InputError
 
@@ -169,19 +173,153 @@ def padded_ctx(n_ctx: int) -> int:
 
 # --- reading GGUF files ------------------------------------------------------------------------------
 
+GGUF_MAGIC = b"GGUF"
+_MAX_COUNT = 1 << 24  # sanity bound on KV pairs, tensors, dimensions and array lengths
+_SCALAR_FORMATS: dict[int, str] = {  # gguf.GGUFValueType -> struct format
+    0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d",
+}  # fmt: skip
+_STRING, _ARRAY = 8, 9
+_MAX_LAYERS = 4096
+_KEEP_ARRAY_MAX = 4096  # numeric arrays up to this length are kept (per-layer head counts...)
+
+
+class GGUFFormatError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GGUFArray:
+    """An array value the streaming reader skipped: its element type and length only."""
+
+    item_type: int
+    count: int
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order (ne0, ne1, ...)
+    ggml_type: int
+    n_bytes: int
+    offset: int  # from the start of the data section
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    version: int
+    fields: dict[str, Any] = field(repr=False)  # scalars, short numeric lists, GGUFArray for the rest
+    tensors: tuple[GGUFTensorInfo, ...] = field(repr=False)
+    data_offset: int
+    file_size: int
+
+
+class _Stream:
+    def __init__(self, f: IO[bytes], size: int) -> None:
+        self.f, self.size, self.order = f, size, "<"
+
+    def read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) != n:
+            raise GGUFFormatError(f"truncated: wanted {n} bytes at offset {self.f.tell() - len(b)}")
+        return b
+
+    def unpack(self, fmt: str) -> Any:
+        fmt = self.order + fmt
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def count(self, what: str) -> int:
+        n = int(self.unpack("Q"))
+        if n > _MAX_COUNT:
+            raise GGUFFormatError(f"implausible {what} count {n}")
+        return n
+
+    def string(self) -> str:
+        n = int(self.unpack("Q"))
+        if n > self.size:
+            raise GGUFFormatError(f"string length {n} beyond the file size")
+        return self.read(n).decode("utf-8", "replace")
+
+    def skip(self, n: int) -> None:
+        if self.f.tell() + n > self.size:
+            raise GGUFFormatError("truncated: value runs past the end of the file")
+        self.f.seek(n, os.SEEK_CUR)
+
+    def value(self, vtype: int, keep_array: bool) -> Any:
+        if vtype in _SCALAR_FORMATS:
+            return self.unpack(_SCALAR_FORMATS[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype != _ARRAY:
+            raise GGUFFormatError(f"unknown value type {vtype}")
+        item = int(self.unpack("I"))
+        n = self.count("array")
+        if item == _STRING:
+            for _ in range(n):  # lengths must be read one by one; the contents are skipped
+                self.skip(int(self.unpack("Q")))
+            return GGUFArray(item, n)
+        if item in _SCALAR_FORMATS:
+            if keep_array and n <= _KEEP_ARRAY_MAX:
+                fmt = f"{self.order}{n}{_SCALAR_FORMATS[item]}"
+                return list(struct.unpack(fmt, self.read(struct.calcsize(fmt))))
+            self.skip(n * struct.calcsize(_SCALAR_FORMATS[item]))
+            return GGUFArray(item, n)
+        if item == _ARRAY:
+            raise GGUFFormatError("nested arrays are not supported")
+        raise GGUFFormatError(f"unknown array item type {item}")
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """Read a GGUF file's key/values and tensor infos (not the tensor data); GGUFFormatError if malformed."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with open(path, "rb", buffering=1 << 16) as f:
+        size = os.fstat(f.fileno()).st_size
+        s = _Stream(f, size)
+        if s.read(4) != GGUF_MAGIC:
+            raise GGUFFormatError("GGUF magic invalid")
+        raw = s.read(4)
+        version = struct.unpack("<I", raw)[0]
+        if version & 0xFFFF == 0:  # written big-endian
+            s.order, version = ">", struct.unpack(">I", raw)[0]
+        if version not in (2, 3):
+            raise GGUFFormatError(f"unsupported GGUF version {version}")
+        n_tensors, n_kv = s.count("tensor"), s.count("key/value")
+        fields: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = s.string()
+            fields[key] = s.value(int(s.unpack("I")), keep_array=not key.startswith("tokenizer."))
+        tensors: list[GGUFTensorInfo] = []
+        for _ in range(n_tensors):
+            name = s.string()
+            n_dims = int(s.unpack("I"))
+            if n_dims > 8:
+                raise GGUFFormatError(f"tensor {name!r}: {n_dims} dimensions")
+            shape = tuple(int(s.unpack("Q")) for _ in range(n_dims))
+            gtype = int(s.unpack("I"))
+            offset = int(s.unpack("Q"))
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(gtype)]
+            except (ValueError, KeyError) as exc:
+                raise GGUFFormatError(f"tensor {name!r}: unknown ggml type {gtype}") from exc
+            n_elements = math.prod(shape)
+            tensors.append(GGUFTensorInfo(name, shape, gtype, n_elements // block * type_size, offset))
+        align = fields.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise GGUFFormatError(f"invalid general.alignment {align!r}")
+        data_offset = -(-f.tell() // align) * align
+    end = max((t.offset + t.n_bytes for t in tensors), default=0)
+    if data_offset + end > size:
+        raise GGUFFormatError(f"truncated: tensor data ends at byte {data_offset + end}, the file has {size}")
+    return GGUFHeader(version, fields, tuple(tensors), data_offset, size)
+
 
 def _field(fields: dict[str, Any], key: str) -> Any:
-    f = fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # a malformed value reads as missing
-        return None
+    v = fields.get(key)
+    return None if isinstance(v, GGUFArray) else v
 
 
 def _as_ints(value: Any) -> list[int] | None:
-    if value is None:
+    if value is None or isinstance(value, (str, float)):
         return None
     if isinstance(value, (list, tuple)):
         try:
@@ -203,29 +341,29 @@ def _per_layer(values: list[int], n_layer: int) -> tuple[int, ...]:
 
 
 def _parse(path: Path) -> GGUFInfo:
-    import gguf  # imported here: every `python -m runner` command imports this module's CLI
-
     try:
-        reader = gguf.GGUFReader(path, "r")
+        header = read_gguf_header(path)
     except FileNotFoundError as exc:
         raise InputError(f"{path}: no such model file") from exc
     except IsADirectoryError as exc:
         raise InputError(f"{path}: is a directory, not a GGUF file") from exc
-    except PermissionError as exc:
+    except OSError as exc:
         raise InputError(f"{path}: cannot read the model file: {exc}") from exc
-    except Exception as exc:  # the reader raises ValueError, struct errors, IndexError... on garbage
-        raise InputError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
+    except GGUFFormatError as exc:
+        raise InputError(f"{path}: not a readable GGUF file ({exc})") from exc
 
-    fields: dict[str, Any] = dict(reader.fields)
+    fields = header.fields
     arch = _field(fields, "general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InputError(f"{path}: missing GGUF key 'general.architecture'")
 
     def required_ints(name: str) -> list[int]:
         key = f"{arch}.{name}"
+        if key not in fields:
+            raise InputError(f"{path}: missing GGUF key '{key}'")
         v = _as_ints(_field(fields, key))
         if not v:
-            raise InputError(f"{path}: missing GGUF key '{key}'")
+            raise InputError(f"{path}: GGUF key '{key}' is not an integer: {fields[key]!r}")
         return v
 
     def optional_ints(name: str) -> list[int] | None:
@@ -233,8 +371,11 @@ def _parse(path: Path) -> GGUFInfo:
 
     n_layer = required_ints("block_count")[0]
     n_embd = required_ints("embedding_length")[0]
-    if n_layer <= 0 or n_embd <= 0:
-        raise InputError(f"{path}: '{arch}.block_count' and '{arch}.embedding_length' must be positive")
+    if not (0 < n_layer <= _MAX_LAYERS) or n_embd <= 0:
+        raise InputError(
+            f"{path}: '{arch}.block_count' ({n_layer}) must be in 1..{_MAX_LAYERS} and "
+            f"'{arch}.embedding_length' ({n_embd}) positive"
+        )
     n_head = _per_layer(required_ints("attention.head_count"), n_layer)
     n_head_max = max(n_head)
     if n_head_max <= 0:
@@ -253,9 +394,9 @@ def _parse(path: Path) -> GGUFInfo:
     layer_bytes = [0] * n_layer
     input_bytes = output_bytes = other_bytes = 0
     tensor_shapes: dict[str, list[int]] = {}
-    for t in reader.tensors:
-        nbytes = int(t.n_bytes)
-        tensor_shapes[t.name] = [int(x) for x in t.shape]
+    for t in header.tensors:
+        nbytes = t.n_bytes
+        tensor_shapes[t.name] = list(t.shape)
         m = _BLOCK_RE.match(t.name)
         if m and int(m.group(1)) < n_layer:
             layer_bytes[int(m.group(1))] += nbytes
@@ -268,7 +409,7 @@ def _parse(path: Path) -> GGUFInfo:
     weights_bytes = sum(layer_bytes) + input_bytes + output_bytes + other_bytes
     tied = 0
     if "output.weight" not in tensor_shapes and "token_embd.weight" in tensor_shapes:
-        tied = next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
+        tied = next(t.n_bytes for t in header.tensors if t.name == "token_embd.weight")
 
     n_vocab = 0
     for name in ("output.weight", "token_embd.weight"):
@@ -280,7 +421,7 @@ def _parse(path: Path) -> GGUFInfo:
         n_vocab = (optional_ints("vocab_size") or [0])[0]
     if not n_vocab:
         tokens = fields.get("tokenizer.ggml.tokens")
-        n_vocab = len(tokens.data) if tokens is not None else 0
+        n_vocab = tokens.count if isinstance(tokens, GGUFArray) else 0
     if not n_vocab:
         raise InputError(f"{path}: missing GGUF key 'tokenizer.ggml.tokens' (no vocabulary size)")
 

@@ -288,6 +288,70 @@ def test_missing_key_is_named(tmp_path: Path, key: str) -> None:
         estimate_memory(path, n_ctx=512)
 
 
+def _reader_view(path: Path) -> tuple[dict[str, object], list[tuple[str, tuple[int, ...], int]]]:
+    """Scalars and tensor sizes as gguf.GGUFReader sees them."""
+    r = gguf.GGUFReader(path)
+    scalars = {
+        k: f.contents()
+        for k, f in r.fields.items()
+        if not k.startswith("GGUF.") and f.types and f.types[0] != gguf.GGUFValueType.ARRAY
+    }
+    return scalars, [(t.name, tuple(int(x) for x in t.shape), int(t.n_bytes)) for t in r.tensors]
+
+
+@pytest.mark.parametrize("endian", [gguf.GGUFEndian.LITTLE, gguf.GGUFEndian.BIG])
+def test_streaming_reader_agrees_with_gguf_reader(
+    tiny: Path, tmp_path: Path, endian: gguf.GGUFEndian
+) -> None:
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(path, "qwen3", endianess=endian)
+    w.add_uint32("qwen3.block_count", 3)
+    w.add_uint32("qwen3.embedding_length", 64)
+    w.add_array("qwen3.attention.head_count", [4, 4, 8])
+    w.add_array("qwen3.attention.head_count_kv", [2, 0, 4])
+    w.add_float32("qwen3.rope.freq_base", 1e6)
+    w.add_token_list(["a", "b", "c", "d"])
+    w.add_tensor("token_embd.weight", np.zeros((4, 64), dtype=np.float16))
+    w.add_tensor("blk.0.ffn_up.weight", np.zeros((16, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    for p in (tiny, path):
+        h = est.read_gguf_header(p)
+        scalars, tensors = _reader_view(p)
+        for k, v in scalars.items():
+            assert h.fields[k] == pytest.approx(v) if isinstance(v, float) else h.fields[k] == v, k
+        assert [(t.name, t.shape, t.n_bytes) for t in h.tensors] == tensors
+    info = read_gguf_info(path)
+    assert (info.n_head, info.n_head_kv, info.n_vocab) == ((4, 4, 8), (2, 0, 4), 4)
+    assert est.read_gguf_header(tiny).fields["tokenizer.ggml.tokens"] == est.GGUFArray(8, 385)
+
+
+def test_truncated_tensor_data_is_input_error(tiny: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny.read_bytes()[:-1000])
+    with pytest.raises(InputError, match=r"cut\.gguf.*truncated"):
+        estimate_memory(cut, n_ctx=512)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_corrupt_headers_give_input_error_or_an_estimate(tiny: Path, tmp_path_factory, data) -> None:
+    raw = bytearray(tiny.read_bytes())
+    header_len = est.read_gguf_header(tiny).data_offset
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw[data.draw(st.integers(0, header_len - 1))] = data.draw(st.integers(0, 255))
+    path = tmp_path_factory.mktemp("fuzz") / "f.gguf"
+    path.write_bytes(bytes(raw))
+    try:
+        e = estimate_memory(path, n_ctx=512)
+    except InputError as exc:
+        assert "f.gguf" in str(exc)
+    else:
+        assert e.total_mib() > 0
+
+
 def test_bad_parameters_are_input_errors(tiny: Path) -> None:
     with pytest.raises(InputError, match="n_ctx"):
         estimate_memory(tiny, n_ctx=-1)
