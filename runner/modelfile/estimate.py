@@ -12,9 +12,9 @@
   ggml-alloc reuses memory once a tensor's last reader has run, so the buffer is the larger of "inputs plus
   the widest layer" and "the output head". Terms after GPUStack's gguf-parser (file_estimate__llamacpp.go),
   f32 activations, no flash attention (llama-cpp-python's default); the max() was fitted to what
-  llama.cpp 0.3.36 reports ("CPU compute buffer size") for a llama and a Qwen2.5-0.5B-shaped model,
-  where it is exact to 0.1 MiB; a 10 % margin covers the extra norms and projections of other
-  architectures:
+  llama.cpp (llama-cpp-python 0.3.36) reports ("CPU compute buffer size") for the tiny llama, a
+  Qwen2.5-0.5B-shaped llama and the real Gemma-3-270M, within 1.75 MiB; a 10 % margin covers what was
+  not measured (MoE, fused QKV, other attention variants):
 
       inputs    = 4 T (n_embd + n_ctx + 3)                          embeddings, KQ mask, token/pos/out ids
       attention = 4 T (2 n_embd + n_head (2 key_len + value_len) + n_head n_ctx)   residual, Q, K/V, KQ
