@@ -180,3 +180,18 @@ def test_atomic_write_rolls_back_when_a_rename_fails(tmp_path: Path, monkeypatch
         atomic.write_all({a: "new a", b: "new b"})
     assert a.read_text() == "old a" and b.read_text() == "old b"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.yml", "b.yml", "x", "y"]  # no temp files left
+
+
+def test_memory_is_estimated_from_the_gguf_file_when_not_given(project: Path, capsys):
+    assert main(["model", "tiny", "--out", "models/tiny-random-llama.gguf"]) == 0
+    capsys.readouterr()
+    exp = project / "experiments" / "est.yml"
+    exp.write_text("name: est\nmode: isolated\nmodel: tiny\nn_ctx: 512\ninstances: [{id: solo}]\n")
+    doc = place_json(capsys, "experiments/est.yml")
+    entry = next(e for items in placement_files(project).values() for e in items if e["id"] == "solo")
+    from runner.modelfile.estimate import estimate_memory
+
+    est = estimate_memory(project / "models" / "tiny-random-llama.gguf", n_ctx=512)
+    assert entry["memory_mib"] % 64 == 0
+    assert est.ram_mib * 1.1 <= entry["memory_mib"] < est.ram_mib * 1.1 + 64
+    assert doc["placements"]["solo"] in {"jetson", "rpi1", "rpi2", "host"}
