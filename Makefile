@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv lint unit integration clean molecule sim-up sim-down sim-status deb-deps
+.PHONY: deps test demo venv lint unit integration clean molecule sim-up sim-down sim-status deb-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages first when we are root (a fresh machine); without root, what is missing is reported
+# by the stages that need it.
+deps:
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/deb-deps.sh; fi
+
 # Lint, unit tests, integration tests on the simulated cluster, molecule; prints a summary.
-test: $(STAMP)
+test: deps $(STAMP)
 	bash scripts/test.sh
 
 lint: $(STAMP)
@@ -44,7 +49,7 @@ sim-status: $(STAMP)
 deb-deps:
 	bash scripts/deb-deps.sh
 
-demo: $(STAMP)
+demo: deps $(STAMP)
 	bash scripts/demo.sh
 
 clean:
