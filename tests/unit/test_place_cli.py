@@ -195,3 +195,29 @@ def test_memory_is_estimated_from_the_gguf_file_when_not_given(project: Path, ca
     assert entry["memory_mib"] % 64 == 0
     assert est.ram_mib * 1.1 <= entry["memory_mib"] < est.ram_mib * 1.1 + 64
     assert doc["placements"]["solo"] in {"jetson", "rpi1", "rpi2", "host"}
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [
+        # A needs the GPU; B's anti-affinity keeps it off A's node; rpi1 wins on RAM efficiency, then name.
+        ("split_brain", {"split_brain_A": "jetson", "split_brain_B": "rpi1"}),
+        # Three GPU minds share the Jetson's unified pool; the pessimist requires tag rpi5.
+        (
+            "hive_cluster",
+            {
+                "hive_historian": "jetson",
+                "hive_critic": "jetson",
+                "hive_optimist": "jetson",
+                "hive_pessimist": "rpi1",
+            },
+        ),
+        # The subject requires rpi5; the observer needs the GPU.
+        ("panopticon", {"panopticon_subject": "rpi1", "panopticon_observer": "jetson"}),
+        # Identical hardware (tag rpi5) and anti-affinity: one player per Pi.
+        ("prisoners_dilemma", {"pd_player_a": "rpi1", "pd_player_b": "rpi2"}),
+    ],
+)
+def test_seed_scenarios_place_as_documented(project: Path, capsys, experiment, expected):
+    doc = place_json(capsys, "--dry-run", f"experiments/{experiment}.yml")
+    assert doc["placements"] == expected
