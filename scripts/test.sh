@@ -41,7 +41,7 @@ for stage in "${stages[@]}"; do
       run ansible-lint ansible-lint --profile production playbooks roles
       ;;
     unit)
-      run unit-tests python -m pytest -q tests/unit
+      run_pytest unit-tests -q tests/unit
       ;;
     integration)
       # The simulated cluster (python -m runner sim): its rootfs is built once and cached outside the
