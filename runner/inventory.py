@@ -89,6 +89,17 @@ def _bool(host: str, name: str, value: Any) -> bool:
     raise InputError(f"inventory: host {host}: {name} must be true or false, got {value!r}")
 
 
+def _priority(host: str, value: Any) -> int:
+    """node_priority: any whole number (negative allowed: a node to use last)."""
+    try:
+        if isinstance(value, bool) or int(str(value)) != float(str(value)):
+            raise ValueError
+        return int(str(value))
+    except ValueError:
+        msg = f"inventory: host {host}: node_priority must be a whole number, got {value!r}"
+        raise InputError(msg) from None
+
+
 def node_from_vars(host: str, hv: Mapping[str, Any]) -> Node:
     """Build a placement Node from a host's (templated, plain) variables. Pure; validates every field."""
     tags = hv.get("node_tags", [])
@@ -114,7 +125,7 @@ def node_from_vars(host: str, hv: Mapping[str, Any]) -> Node:
         max_instances=int(_number(host, "node_max_instances", hv.get("node_max_instances", 1), integer=True)),
         cpu_cores=int(_number(host, "node_cpu_cores", hv.get("node_cpu_cores", 1), integer=True)),
         tags=frozenset(str(t) for t in tags),
-        priority=int(hv.get("node_priority", 0)),
+        priority=_priority(host, hv.get("node_priority", 0)),
         maintenance=_bool(host, "node_maintenance", hv.get("node_maintenance", False)),
     )
 

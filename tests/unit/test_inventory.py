@@ -66,6 +66,7 @@ def test_templated_values_are_resolved(project: Path):
         ("node_ram_gb: -1", "host rpi1: node_ram_gb must not be negative"),
         ("node_gpu: maybe", "host rpi1: node_gpu must be true or false"),
         ("node_tags: arm64", "host rpi1: node_tags must be a list"),
+        ("node_priority: high", "host rpi1: node_priority must be a whole number"),
         ("node_max_instances: 1.5", "host rpi1: node_max_instances must be a whole number"),
         ("node_gpu: true\nnode_gpu_memory_gb: 0", "host rpi1: node_gpu is true but node_gpu_memory_gb is 0"),
         ("node_reserved_ram_gb: 9", "host rpi1: node_reserved_ram_gb (9) exceeds node_ram_gb (8)"),
