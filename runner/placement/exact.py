@@ -3,7 +3,8 @@
 Variables x[i,n] = 1 when instance i runs on node n, only for pairs that pass the static checks.
 Rows: each instance exactly once; per node the instance slots, the RAM pool (GPU claims included on
 unified-memory nodes) and the GPU pool; per node and anti-affine pair x[i,n] + x[j,n] <= 1.
-The objective keeps running instances where they are, then honours preferred nodes and GPU match.
+The objective keeps running instances where they are, then honours preferred nodes, affinity (one
+continuous variable per related pair and node) and GPU match.
 """
 
 from __future__ import annotations
@@ -84,24 +85,45 @@ def solve(state: ClusterState, timeout_s: float) -> ExactResult:
                     row_lo.append(0.0)
                     row_hi.append(1.0)
                     row += 1
+    # Affinity: y[i,j,n] <= x[i,n] and y[i,j,n] <= x[j,n], worth 10 (the seed's weight per related peer).
+    # y is continuous; maximising drives it to min(x[i,n], x[j,n]), i.e. 1 exactly when both share node n.
+    together = 0
+    for iid, others in sorted(state.affinity.items()):
+        for other in sorted(others):
+            if other <= iid:
+                continue
+            a, b = pos[iid], pos[other]
+            for k in range(n_nodes):
+                va, vb = var_of.get((a, k)), var_of.get((b, k))
+                if va is not None and vb is not None:
+                    y = len(pairs) + together
+                    together += 1
+                    entries += [(row, y, 1.0), (row, va, -1.0), (row + 1, y, 1.0), (row + 1, vb, -1.0)]
+                    row_lo += [-np.inf, -np.inf]
+                    row_hi += [0.0, 0.0]
+                    row += 2
+    n_col = len(pairs) + together
+    costs = np.concatenate([costs, np.full(together, -10.0)])
 
     lp = highspy.HighsLp()
-    lp.num_col_ = len(pairs)
+    lp.num_col_ = n_col
     lp.num_row_ = len(row_lo)
     lp.col_cost_ = costs
-    lp.col_lower_ = np.zeros(len(pairs))
-    lp.col_upper_ = np.ones(len(pairs))
+    lp.col_lower_ = np.zeros(n_col)
+    lp.col_upper_ = np.ones(n_col)
     lp.row_lower_ = np.array(row_lo)
     lp.row_upper_ = np.array(row_hi)
     entries.sort(key=lambda e: (e[1], e[0]))
-    starts = np.zeros(len(pairs) + 1, dtype=np.int32)
+    starts = np.zeros(n_col + 1, dtype=np.int32)
     for _, col, _ in entries:
         starts[col + 1] += 1
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_ = np.cumsum(starts).astype(np.int32)
     lp.a_matrix_.index_ = np.array([e[0] for e in entries], dtype=np.int32)
     lp.a_matrix_.value_ = np.array([e[2] for e in entries])
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * len(pairs)
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * len(pairs) + [
+        highspy.HighsVarType.kContinuous
+    ] * together
 
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)

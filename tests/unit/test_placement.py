@@ -246,3 +246,20 @@ def test_exclude_moves_only_that_nodes_instances():
             assert after[iid] == node
         else:
             assert after[iid] != victim
+
+
+def test_exact_search_honours_affinity_over_a_weaker_preference():
+    from runner.placement import exact
+    from runner.placement.state import ClusterState
+
+    twins = (Node("x", gb(16), 0, max_instances=4), Node("y", gb(16), 0, max_instances=4))
+    a, d = Instance("a", gb(4), pin="y"), Instance("d", gb(4), pin="y")
+    # b prefers x (+10) but is related to a and d, both on y (+10 each): the exact objective must see that.
+    b = Instance("b", gb(4), prefer="x", affinity=("a", "d"))
+    result = exact.solve(ClusterState(Problem(nodes=twins, instances=(a, b, d))), timeout_s=5)
+    assert result.outcome is exact.Outcome.PLACED
+    assert {iid: twins[k].name for iid, k in result.assignment.items()} == {"a": "y", "b": "y", "d": "y"}
+    # With one related peer only, preference and affinity tie; with none, the preference wins.
+    alone = Instance("b", gb(4), prefer="x")
+    result = exact.solve(ClusterState(Problem(nodes=twins, instances=(a, alone, d))), timeout_s=5)
+    assert twins[result.assignment["b"]].name == "x"
