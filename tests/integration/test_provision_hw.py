@@ -1,0 +1,200 @@
+"""playbooks/provision.yml's hardware roles (edgejar_swap, edgejar_memcg, edgejar_jetson) on the simulated cluster.
+
+One --check run on the new hosts, two real runs and a --check run afterwards, shared by all tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import pytest
+
+from tests.integration.conftest import ROOT, Sim, ansible_env
+
+pytestmark = pytest.mark.integration
+
+HOSTS = {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
+CMDLINE = "/boot/firmware/cmdline.txt"
+HW_VARS: dict[str, Any] = {
+    # What the simulated hosts' APT sources have (see roles/edgejar_base/README.md).
+    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
+    # A small swap file: the simulated hosts' disks are overlay layers on the test machine.
+    "edgejar_swap_size_mb": 64,
+    "edgejar_jetson_nvpmodel_mode": 2,
+    "edgejar_jetson_disable_services": ["bluetooth", "avahi-daemon"],
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    status: str
+    stats: dict[str, dict[str, int]]
+    events: list[dict[str, Any]]
+
+    def results(self, task: str) -> dict[str, dict[str, Any]]:
+        return {
+            e["event_data"]["host"]: e["event_data"]["res"]
+            for e in self.events
+            if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
+        }
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        return {
+            e["event_data"]["host"]: e["event_data"]["res"]
+            for e in self.events
+            if e["event"] == "runner_on_failed"
+        }
+
+
+def private_dir(runner_dir: Path, name: str) -> Path:
+    path = runner_dir / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def adhoc(sim: Sim, runner_dir: Path, name: str, pattern: str, module: str, args: str) -> dict[str, Any]:
+    """host -> result of one module, as root."""
+    r = ansible_runner.run(
+        private_data_dir=str(private_dir(runner_dir, name)),
+        host_pattern=pattern,
+        module=module,
+        module_args=args,
+        inventory=str(sim.inventory),
+        envvars=ansible_env(),
+        extravars={"ansible_become": True},
+        quiet=True,
+    )
+    assert r.status == "successful", r.stats
+    return {e["event_data"]["host"]: e["event_data"]["res"] for e in r.events if e["event"] == "runner_on_ok"}
+
+
+def provision(sim: Sim, runner_dir: Path, name: str, **kwargs: Any) -> Run:
+    r = ansible_runner.run(
+        private_data_dir=str(private_dir(runner_dir, name)),
+        project_dir=str(ROOT / "playbooks"),
+        playbook="provision.yml",
+        inventory=str(sim.inventory),
+        envvars=ansible_env(),
+        extravars=HW_VARS,
+        quiet=True,
+        **kwargs,
+    )
+    return Run(r.status, r.stats or {}, list(r.events))
+
+
+@pytest.fixture(scope="session")
+def hw_runs(sim: Sim, runner_dir: Path) -> dict[str, Run]:
+    """Prepare the nodes, then provision.yml: --check, two runs, --check again."""
+    # A Pi's kernel command line (the simulated Pis may already have one: then it is kept), and the
+    # L4T tools that every real Jetson has (nvpmodel, jetson_clocks).
+    line = "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 rootwait quiet"
+    adhoc(
+        sim, runner_dir, "hw-prep-dir", "rpi1", "ansible.builtin.file", "path=/boot/firmware state=directory"
+    )
+    adhoc(
+        sim,
+        runner_dir,
+        "hw-prep-cmdline",
+        "rpi1",
+        "ansible.builtin.copy",
+        f"dest={CMDLINE} content='{line}\n' force=false mode=0755",
+    )
+    adhoc(
+        sim,
+        runner_dir,
+        "hw-prep-l4t",
+        "jetson",
+        "ansible.builtin.apt",
+        "name=nvidia-l4t-tools update_cache=true",
+    )
+    return {
+        "fresh_check": provision(sim, runner_dir, "hw-fresh-check", cmdline="--check"),
+        "first": provision(sim, runner_dir, "hw-1"),
+        "second": provision(sim, runner_dir, "hw-2"),
+        "check": provision(sim, runner_dir, "hw-check", cmdline="--check"),
+    }
+
+
+@pytest.fixture(scope="session")
+def node_state(hw_runs: dict[str, Run], sim: Sim, runner_dir: Path) -> dict[str, str]:
+    out = adhoc(
+        sim,
+        runner_dir,
+        "hw-state",
+        "edgejar_nodes",
+        "ansible.builtin.shell",
+        "stat -c 'swapfile %s %a %U' /swapfile; blkid -p -o value -s TYPE /swapfile; "
+        "echo fstab $(grep -c '^/swapfile ' /etc/fstab); echo active $(swapon --show=NAME --noheadings | wc -l); "
+        f"if [ -f {CMDLINE} ]; then echo cmdline $(cat {CMDLINE}); fi; "
+        "if [ -f /etc/edgejar/cuda.env ]; then cat /etc/edgejar/cuda.env; fi; "
+        "if command -v nvpmodel >/dev/null; then echo nvpmodel $(nvpmodel -q | tail -n 1); fi; "
+        "if dpkg-query -W -f '${Status}\\n' cuda-toolkit-12-6 2>/dev/null; then :; fi",
+    )
+    return {host: res["stdout"] for host, res in out.items()}
+
+
+@pytest.mark.parametrize("run", ["fresh_check", "first", "second", "check"])
+def test_runs_succeed_on_all_hosts(hw_runs: dict[str, Run], run: str) -> None:
+    r = hw_runs[run]
+    assert r.status == "successful", (run, r.stats, r.failures())
+    assert set(r.stats["ok"]) == set(HOSTS), r.stats
+
+
+@pytest.mark.parametrize("run", ["second", "check"])
+def test_rerun_changes_nothing(hw_runs: dict[str, Run], run: str) -> None:
+    assert not any(hw_runs[run].stats.get("changed", {}).values()), hw_runs[run].stats["changed"]
+
+
+def test_swap_file_made_but_not_activated_in_containers(
+    hw_runs: dict[str, Run], node_state: dict[str, str]
+) -> None:
+    said = hw_runs["first"].results("Say why swap is not activated now")
+    assert set(said) == set(HOSTS), said
+    for host, res in said.items():
+        assert "swapon is not permitted in a container" in res["msg"], (host, res)
+    for host, out in node_state.items():
+        lines = out.splitlines()
+        assert f"swapfile {64 * 1024 * 1024} 600 root" in lines, (host, out)
+        assert "swap" in lines, (host, out)  # mkswap'ed
+        assert "fstab 1" in lines, (host, out)
+        assert "active 0" in lines, (host, out)
+
+
+def test_memcg_options_appended_once_on_the_pis(hw_runs: dict[str, Run], node_state: dict[str, str]) -> None:
+    for host in ("rpi1", "rpi2"):
+        cmdline = [line for line in node_state[host].splitlines() if line.startswith("cmdline ")]
+        if host == "rpi1" or cmdline:
+            assert len(cmdline) == 1, (host, node_state[host])
+            words = cmdline[0].split()
+            assert words.count("cgroup_enable=memory") == 1 and words.count("cgroup_memory=1") == 1, cmdline
+            assert "rootwait" in words, cmdline
+    # edgejar_memcg_reboot keeps its default (true), as in test_provision.py: the role must not reboot a container.
+    said = hw_runs["first"].results("Say why the node is not rebooted for the new kernel command line")
+    assert "rpi1" in said and "a container does not boot its own kernel" in said["rpi1"]["msg"], said
+    recorded = hw_runs["first"].results(
+        "Record whether the memory cgroup controller is on (edgejar_memory_cgroup)"
+    )
+    assert set(recorded) == {"rpi1", "rpi2"}, recorded
+    assert all(r["ansible_facts"]["edgejar_memory_cgroup"] is True for r in recorded.values()), recorded
+    for host in ("jetson", "host"):
+        assert not any(line.startswith("cmdline ") for line in node_state[host].splitlines()), node_state[
+            host
+        ]
+
+
+def test_jetson_cuda_env_and_power_mode(hw_runs: dict[str, Run], node_state: dict[str, str]) -> None:
+    lines = node_state["jetson"].splitlines()
+    assert "install ok installed" in lines, lines
+    assert "PATH=/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in lines, (
+        lines
+    )
+    assert "CUDA_HOME=/usr/local/cuda" in lines, lines
+    assert "nvpmodel 2" in lines, lines
+    reported = hw_runs["first"].results("Report the L4T release")
+    assert set(reported) == {"jetson"}, reported
+    assert "R36.4.0" in reported["jetson"]["msg"], reported
+    for host in ("rpi1", "rpi2", "host"):
+        assert not any(line.startswith("PATH=") for line in node_state[host].splitlines()), node_state[host]
