@@ -16,7 +16,10 @@ pytestmark = pytest.mark.integration
 HOSTS = {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
 # The simulated cluster's APT repository and rootfs have no build-essential (no internet in the
 # hosts): the rest of the default list is what they provide. See roles/edgejar_base/README.md.
-SIM_VARS: dict[str, Any] = {"edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"]}
+SIM_VARS: dict[str, Any] = {
+    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
+    "edgejar_swap_size_mb": 64,  # the swap role has its own test; keep the sim hosts' disks small
+}
 
 
 @dataclass(frozen=True)
