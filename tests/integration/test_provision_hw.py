@@ -88,7 +88,7 @@ def provision(sim: Sim, runner_dir: Path, name: str, **kwargs: Any) -> Run:
 @pytest.fixture(scope="session")
 def hw_runs(sim: Sim, runner_dir: Path) -> dict[str, Run]:
     """Prepare the nodes, then provision.yml: --check, two runs, --check again."""
-    # A Pi's kernel command line (the simulated Pis may already have one: then it is kept), and the
+    # A Pi's kernel command line without the cgroup options (reset even if an earlier test added them), and the
     # L4T tools that every real Jetson has (nvpmodel, jetson_clocks).
     line = "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 rootwait quiet"
     adhoc(
@@ -100,7 +100,7 @@ def hw_runs(sim: Sim, runner_dir: Path) -> dict[str, Run]:
         "hw-prep-cmdline",
         "rpi1",
         "ansible.builtin.copy",
-        f"dest={CMDLINE} content='{line}\n' force=false mode=0755",
+        f"dest={CMDLINE} content='{line}\n' force=true mode=0644",
     )
     adhoc(
         sim,
