@@ -9,6 +9,7 @@ continuous variable per related pair and node) and GPU match.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,6 +35,21 @@ class ExactResult:
     outcome: Outcome
     assignment: dict[str, int]
     variables: int
+
+
+def _shared_nodes(
+    relation: dict[str, frozenset[str]], pos: dict[str, int], var_of: dict[tuple[int, int], int], n_nodes: int
+) -> Iterator[tuple[int, int]]:
+    """For each related pair (once) and each node both may use: their two variables on that node."""
+    for iid, others in sorted(relation.items()):
+        for other in sorted(others):
+            if other <= iid:
+                continue
+            a, b = pos[iid], pos[other]
+            for k in range(n_nodes):
+                va, vb = var_of.get((a, k)), var_of.get((b, k))
+                if va is not None and vb is not None:
+                    yield va, vb
 
 
 def solve(state: ClusterState, timeout_s: float) -> ExactResult:
@@ -73,35 +89,21 @@ def solve(state: ClusterState, timeout_s: float) -> ExactResult:
         gpu_fit = 15.0 if (inst.gpu and node.gpu) else 5.0 if not (inst.gpu or node.gpu) else 0.0
         costs[v] = -(100.0 * stay + 10.0 * (inst.prefer == node.name) + gpu_fit + 0.01 * node.priority)
     row = len(row_lo)
-    for iid, others in sorted(state.anti_affinity.items()):
-        for other in sorted(others):
-            if other <= iid:
-                continue
-            a, b = pos[iid], pos[other]
-            for k in range(n_nodes):
-                va, vb = var_of.get((a, k)), var_of.get((b, k))
-                if va is not None and vb is not None:
-                    entries += [(row, va, 1.0), (row, vb, 1.0)]
-                    row_lo.append(0.0)
-                    row_hi.append(1.0)
-                    row += 1
+    for va, vb in _shared_nodes(state.anti_affinity, pos, var_of, n_nodes):
+        entries += [(row, va, 1.0), (row, vb, 1.0)]
+        row_lo.append(0.0)
+        row_hi.append(1.0)
+        row += 1
     # Affinity: y[i,j,n] <= x[i,n] and y[i,j,n] <= x[j,n], worth 10 (the seed's weight per related peer).
     # y is continuous; maximising drives it to min(x[i,n], x[j,n]), i.e. 1 exactly when both share node n.
     together = 0
-    for iid, others in sorted(state.affinity.items()):
-        for other in sorted(others):
-            if other <= iid:
-                continue
-            a, b = pos[iid], pos[other]
-            for k in range(n_nodes):
-                va, vb = var_of.get((a, k)), var_of.get((b, k))
-                if va is not None and vb is not None:
-                    y = len(pairs) + together
-                    together += 1
-                    entries += [(row, y, 1.0), (row, va, -1.0), (row + 1, y, 1.0), (row + 1, vb, -1.0)]
-                    row_lo += [-np.inf, -np.inf]
-                    row_hi += [0.0, 0.0]
-                    row += 2
+    for va, vb in _shared_nodes(state.affinity, pos, var_of, n_nodes):
+        y = len(pairs) + together
+        together += 1
+        entries += [(row, y, 1.0), (row, va, -1.0), (row + 1, y, 1.0), (row + 1, vb, -1.0)]
+        row_lo += [-np.inf, -np.inf]
+        row_hi += [0.0, 0.0]
+        row += 2
     n_col = len(pairs) + together
     costs = np.concatenate([costs, np.full(together, -10.0)])
 

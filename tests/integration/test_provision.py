@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import ansible_runner
 import pytest
 
 from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration.runs import Run, private_dir
 
 pytestmark = pytest.mark.integration
 
@@ -20,34 +20,6 @@ SIM_VARS: dict[str, Any] = {
     "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
     "edgejar_swap_size_mb": 64,  # the swap role has its own test; keep the sim hosts' disks small
 }
-
-
-@dataclass(frozen=True)
-class Run:
-    status: str
-    rc: int
-    stats: dict[str, dict[str, int]]
-    events: list[dict[str, Any]]
-
-    def results(self, task: str) -> dict[str, dict[str, Any]]:
-        return {
-            e["event_data"]["host"]: e["event_data"]["res"]
-            for e in self.events
-            if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
-        }
-
-    def failures(self) -> dict[str, dict[str, Any]]:
-        return {
-            e["event_data"]["host"]: e["event_data"]["res"]
-            for e in self.events
-            if e["event"] == "runner_on_failed"
-        }
-
-
-def private_dir(runner_dir: Path, name: str) -> Path:
-    path = runner_dir / name
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def provision(
@@ -64,7 +36,7 @@ def provision(
         quiet=True,
         **kwargs,
     )
-    return Run(r.status, r.rc, r.stats or {}, list(r.events))
+    return Run.of(r)
 
 
 def node_state(sim: Sim, runner_dir: Path) -> dict[str, str]:

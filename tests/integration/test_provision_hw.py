@@ -5,7 +5,6 @@ One --check run on the new hosts, two real runs and a --check run afterwards, sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import ansible_runner
 import pytest
 
 from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration.runs import Run, private_dir
 
 pytestmark = pytest.mark.integration
 
@@ -26,33 +26,6 @@ HW_VARS: dict[str, Any] = {
     "edgejar_jetson_nvpmodel_mode": 2,
     "edgejar_jetson_disable_services": ["bluetooth", "avahi-daemon"],
 }
-
-
-@dataclass(frozen=True)
-class Run:
-    status: str
-    stats: dict[str, dict[str, int]]
-    events: list[dict[str, Any]]
-
-    def results(self, task: str) -> dict[str, dict[str, Any]]:
-        return {
-            e["event_data"]["host"]: e["event_data"]["res"]
-            for e in self.events
-            if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
-        }
-
-    def failures(self) -> dict[str, dict[str, Any]]:
-        return {
-            e["event_data"]["host"]: e["event_data"]["res"]
-            for e in self.events
-            if e["event"] == "runner_on_failed"
-        }
-
-
-def private_dir(runner_dir: Path, name: str) -> Path:
-    path = runner_dir / name
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def adhoc(sim: Sim, runner_dir: Path, name: str, pattern: str, module: str, args: str) -> dict[str, Any]:
@@ -82,7 +55,7 @@ def provision(sim: Sim, runner_dir: Path, name: str, **kwargs: Any) -> Run:
         quiet=True,
         **kwargs,
     )
-    return Run(r.status, r.stats or {}, list(r.events))
+    return Run.of(r)
 
 
 @pytest.fixture(scope="session")

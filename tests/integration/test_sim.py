@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ansible_runner
 import pytest
@@ -14,26 +12,11 @@ import yaml
 
 from runner.sim.personas import PERSONAS
 from tests.integration.conftest import PLAYBOOKS, Sim, ansible_env
+from tests.integration.runs import Run
 
 pytestmark = pytest.mark.integration
 
 HOSTS = {"jetson": "jetson", "rpi1": "rpi5", "rpi2": "rpi5", "host": "x86"}
-
-
-@dataclass(frozen=True)
-class Run:
-    status: str
-    rc: int
-    stats: dict[str, dict[str, int]]
-    events: list[dict[str, Any]]
-
-    def results(self, task: str) -> dict[str, dict[str, Any]]:
-        """host -> module result of `task` (ok or changed events)."""
-        return {
-            e["event_data"]["host"]: e["event_data"]["res"]
-            for e in self.events
-            if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
-        }
 
 
 def run_playbook(sim: Sim, runner_dir: Path, playbook: str) -> Run:
@@ -45,7 +28,7 @@ def run_playbook(sim: Sim, runner_dir: Path, playbook: str) -> Run:
         envvars=ansible_env(),
         quiet=True,
     )
-    return Run(r.status, r.rc, r.stats or {}, list(r.events))
+    return Run.of(r)
 
 
 @pytest.fixture(scope="session")

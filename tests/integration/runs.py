@@ -1,0 +1,42 @@
+"""What the integration tests read from an ansible-runner run, shared by every test module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Run:
+    status: str
+    rc: int
+    stats: dict[str, dict[str, int]]
+    events: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, r: Any) -> Run:
+        """From an ansible_runner.Runner after it finished."""
+        return cls(r.status, r.rc, r.stats or {}, list(r.events))
+
+    def results(self, task: str) -> dict[str, dict[str, Any]]:
+        """host -> module result of `task` (ok or changed events)."""
+        return {
+            e["event_data"]["host"]: e["event_data"]["res"]
+            for e in self.events
+            if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
+        }
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        return {
+            e["event_data"]["host"]: e["event_data"]["res"]
+            for e in self.events
+            if e["event"] == "runner_on_failed"
+        }
+
+
+def private_dir(runner_dir: Path, name: str) -> Path:
+    """A private data directory per run: ansible-runner keeps extra variables in it between runs."""
+    path = runner_dir / name
+    path.mkdir(exist_ok=True)
+    return path
