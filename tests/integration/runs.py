@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import ansible_runner
+
+from tests.integration.conftest import ROOT, Sim, ansible_env
 
 
 @dataclass(frozen=True)
@@ -40,3 +45,18 @@ def private_dir(runner_dir: Path, name: str) -> Path:
     path = runner_dir / name
     path.mkdir(exist_ok=True)
     return path
+
+
+def provision(sim: Sim, runner_dir: Path, name: str, extravars: Mapping[str, Any], **kwargs: Any) -> Run:
+    """playbooks/provision.yml on the simulated cluster, in its own private data directory."""
+    r = ansible_runner.run(
+        private_data_dir=str(private_dir(runner_dir, name)),
+        project_dir=str(ROOT / "playbooks"),
+        playbook="provision.yml",
+        inventory=str(sim.inventory),
+        envvars=ansible_env(),
+        extravars=dict(extravars),
+        quiet=True,
+        **kwargs,
+    )
+    return Run.of(r)

@@ -8,7 +8,8 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration import runs
+from tests.integration.conftest import Sim, ansible_env
 from tests.integration.runs import Run, private_dir
 
 pytestmark = pytest.mark.integration
@@ -25,18 +26,7 @@ SIM_VARS: dict[str, Any] = {
 def provision(
     sim: Sim, runner_dir: Path, name: str, extravars: dict[str, Any] | None = None, **kwargs: Any
 ) -> Run:
-    # A private data directory per run: ansible-runner keeps extra variables in it between runs.
-    r = ansible_runner.run(
-        private_data_dir=str(private_dir(runner_dir, name)),
-        project_dir=str(ROOT / "playbooks"),
-        playbook="provision.yml",
-        inventory=str(sim.inventory),
-        envvars=ansible_env(),
-        extravars={**SIM_VARS, **(extravars or {})},
-        quiet=True,
-        **kwargs,
-    )
-    return Run.of(r)
+    return runs.provision(sim, runner_dir, name, {**SIM_VARS, **(extravars or {})}, **kwargs)
 
 
 def node_state(sim: Sim, runner_dir: Path) -> dict[str, str]:

@@ -11,7 +11,8 @@ from typing import Any
 import ansible_runner
 import pytest
 
-from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration import runs
+from tests.integration.conftest import Sim, ansible_env
 from tests.integration.runs import Run, private_dir
 
 pytestmark = pytest.mark.integration
@@ -45,17 +46,7 @@ def adhoc(sim: Sim, runner_dir: Path, name: str, pattern: str, module: str, args
 
 
 def provision(sim: Sim, runner_dir: Path, name: str, **kwargs: Any) -> Run:
-    r = ansible_runner.run(
-        private_data_dir=str(private_dir(runner_dir, name)),
-        project_dir=str(ROOT / "playbooks"),
-        playbook="provision.yml",
-        inventory=str(sim.inventory),
-        envvars=ansible_env(),
-        extravars=HW_VARS,
-        quiet=True,
-        **kwargs,
-    )
-    return Run.of(r)
+    return runs.provision(sim, runner_dir, name, HW_VARS, **kwargs)
 
 
 @pytest.fixture(scope="session")
