@@ -92,6 +92,7 @@ def entries(
                     "peers": peers,
                     "runtime": dict(spec.runtime),
                     "settings": dict(specs[spec.id].settings),
+                    "interventions": [dict(i) for i in exp.interventions],
                 }
             )
     for items in per_node.values():

@@ -19,18 +19,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 
-# Keep the test cluster apart from a developer's default one (10.231.42.0/24, ejbr0, prefix ej).
-TEST_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_SIM_DIR", "/var/tmp/edgejar-sim-test"))
-TEST_CONFIG = """\
-subnet: 10.231.43.0/24
-bridge: ejtbr0
-prefix: ejt
-repo_port: 8081
+# Keep the test cluster apart from a developer's default one (10.231.42.0/24, ejbr0, prefix ej) and
+# from molecule's (10.231.44.0/24). EDGEJAR_TEST_SIM_SLOT (0-9) gives parallel test sessions on one
+# machine their own cluster: slot N uses 10.231.(50+N).0/24, bridge ejsbrN, prefix ejtN, repo port 8090+N.
+SLOT = int(os.environ.get("EDGEJAR_TEST_SIM_SLOT", "-1"))
+if not -1 <= SLOT <= 9:
+    raise SystemExit(f"EDGEJAR_TEST_SIM_SLOT must be 0-9, not {SLOT}")
+_SUFFIX = "" if SLOT < 0 else str(SLOT)
+TEST_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_SIM_DIR", f"/var/tmp/edgejar-sim-test{_SUFFIX}"))
+TEST_CONFIG = f"""\
+subnet: 10.231.{43 if SLOT < 0 else 50 + SLOT}.0/24
+bridge: {'ejtbr0' if SLOT < 0 else f'ejsbr{SLOT}'}
+prefix: ejt{_SUFFIX}
+repo_port: {8081 if SLOT < 0 else 8090 + SLOT}
 hosts:
-  - {name: jetson, kind: jetson}
-  - {name: rpi1, kind: rpi5}
-  - {name: rpi2, kind: rpi5}
-  - {name: host, kind: x86}
+  - {{name: jetson, kind: jetson}}
+  - {{name: rpi1, kind: rpi5}}
+  - {{name: rpi2, kind: rpi5}}
+  - {{name: host, kind: x86}}
 """
 UP_TIMEOUT = 1800  # a first run builds the rootfs (minutes); later runs boot in seconds
 
