@@ -14,6 +14,8 @@ from runner.errors import EdgejarError
 COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.validate",
     "runner.commands.place",
+    "runner.commands.health",
+    "runner.commands.monitor",
     "runner.modelfile.cli",
     "runner.sim.cli",
 )

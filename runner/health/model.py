@@ -1,0 +1,188 @@
+"""What a poll yields, as plain frozen data: a node's parsed probe, its instances, and the assessed status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    HEALTHY = "HEALTHY"
+    DEGRADED = "DEGRADED"
+    UNAVAILABLE = "UNAVAILABLE"
+    MAINTENANCE = "MAINTENANCE"
+
+
+@dataclass(frozen=True)
+class UnitSample:
+    """One edgejar-instance@<id>.service as `systemctl show` reported it."""
+
+    instance: str
+    active: str  # ActiveState: active, inactive, failed, activating, deactivating
+    sub: str  # SubState: running, dead, failed, auto-restart, ...
+    result: str  # Result: success, exit-code, signal, oom-kill, ...
+    restarts: int  # NRestarts
+    memory_bytes: int | None  # MemoryCurrent
+    memory_max_bytes: int | None  # MemoryMax (None: no ceiling)
+    main_pid: int
+    state_age_s: float | None  # seconds since the last state change
+
+
+@dataclass(frozen=True)
+class RecordStats:
+    """Per-instance statistics from the node's records database (not read yet: see probe.read_records)."""
+
+    lives: int | None = None
+    deaths: int | None = None
+    cycle: int | None = None
+    tokens_per_s: float | None = None
+    last_message_at: float | None = None  # epoch seconds
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    """One node's probe output, parsed."""
+
+    hostname: str
+    time: float
+    uptime_s: float
+    load: tuple[float, float, float]
+    cpus: int
+    mem_total_bytes: int
+    mem_available_bytes: int
+    swap_total_bytes: int
+    swap_free_bytes: int
+    memory_cgroup: bool
+    disk_path: str
+    disk_total_bytes: int
+    disk_avail_bytes: int
+    failed_units: tuple[str, ...]
+    units: tuple[UnitSample, ...]
+    gpu_load_pct: float | None = None
+    temps_c: dict[str, float] = field(default_factory=dict)
+    records_db: bool = False
+    records: dict[str, RecordStats] = field(default_factory=dict)
+    probe_s: float = 0.0
+
+    @property
+    def mem_used_bytes(self) -> int:
+        return max(0, self.mem_total_bytes - self.mem_available_bytes)
+
+    @property
+    def mem_used_fraction(self) -> float:
+        return self.mem_used_bytes / self.mem_total_bytes if self.mem_total_bytes else 0.0
+
+    @property
+    def disk_used_fraction(self) -> float:
+        if not self.disk_total_bytes:
+            return 0.0
+        return 1.0 - self.disk_avail_bytes / self.disk_total_bytes
+
+    @property
+    def max_temp_c(self) -> float | None:
+        return max(self.temps_c.values()) if self.temps_c else None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One node, one poll: the sample, or why there is none."""
+
+    node: str
+    at: float  # monotonic time the poll finished
+    elapsed_s: float
+    sample: NodeSample | None = None
+    error: str | None = None
+    unreachable: bool = False  # SSH itself failed (connection, auth, timeout), not the probe
+
+    @property
+    def ok(self) -> bool:
+        return self.sample is not None
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One instance as the health table shows it: its placement joined with its unit and records."""
+
+    instance: str
+    node: str
+    state: str  # the unit's ActiveState/SubState, "not loaded", or "unknown" (node unreachable)
+    placed: bool
+    memory_bytes: int | None = None
+    memory_max_bytes: int | None = None
+    restarts: int | None = None
+    stats: RecordStats = field(default_factory=RecordStats)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "active/running"
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """A node's assessed state after a poll (hysteresis applied)."""
+
+    node: str
+    address: str
+    status: Status
+    reasons: tuple[str, ...]
+    sample: NodeSample | None
+    ram_gb: float
+    max_instances: int
+    gpu: bool
+    maintenance: bool
+    last_ok_age_s: float | None  # seconds since the last good sample (None: never)
+    instances: tuple[InstanceRow, ...] = ()
+
+    @property
+    def running(self) -> int:
+        return sum(1 for i in self.instances if i.running)
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.sample
+        return {
+            "node": self.node,
+            "host": self.address,
+            "status": self.status.value,
+            "reasons": list(self.reasons),
+            "maintenance": self.maintenance,
+            "last_ok_age_s": None if self.last_ok_age_s is None else round(self.last_ok_age_s, 3),
+            "ram_gb": self.ram_gb,
+            "memory": None
+            if s is None
+            else {
+                "used_bytes": s.mem_used_bytes,
+                "total_bytes": s.mem_total_bytes,
+                "used_fraction": round(s.mem_used_fraction, 4),
+                "swap_total_bytes": s.swap_total_bytes,
+                "swap_free_bytes": s.swap_free_bytes,
+                "memory_cgroup": s.memory_cgroup,
+            },
+            "disk": None
+            if s is None
+            else {"path": s.disk_path, "total_bytes": s.disk_total_bytes, "avail_bytes": s.disk_avail_bytes},
+            "load": None if s is None else list(s.load),
+            "gpu": {
+                "present": self.gpu,
+                "load_pct": None if s is None else s.gpu_load_pct,
+                "temps_c": None if s is None else dict(s.temps_c),
+            },
+            "failed_units": [] if s is None else list(s.failed_units),
+            "instances": {"running": self.running, "max": self.max_instances},
+            "instance_rows": [
+                {
+                    "id": i.instance,
+                    "state": i.state,
+                    "placed": i.placed,
+                    "memory_bytes": i.memory_bytes,
+                    "memory_max_bytes": i.memory_max_bytes,
+                    "restarts": i.restarts,
+                    "lives": i.stats.lives,
+                    "deaths": i.stats.deaths,
+                    "cycle": i.stats.cycle,
+                    "tokens_per_s": i.stats.tokens_per_s,
+                    "last_message_at": i.stats.last_message_at,
+                }
+                for i in self.instances
+            ],
+        }
