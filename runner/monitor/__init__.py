@@ -1,0 +1,1 @@
+"""The Textual monitor (`python -m runner monitor`): nodes, instances, a live journal, and actions."""

@@ -1,0 +1,327 @@
+"""MonitorApp: polls the cluster in a background thread worker and shows nodes, instances and the selected
+instance's journal. The UI thread never waits on SSH: polls, actions and the log follower run in workers
+and hand their results back with call_from_thread."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Log, Static
+
+from runner.errors import EdgejarError
+from runner.health import metrics
+from runner.health.cluster import ClusterHealth, HealthService
+from runner.health.model import InstanceRow, Status
+from runner.monitor import actions
+from runner.monitor import format as fmt
+from runner.monitor.widgets import ConfirmScreen
+
+NODE_COLUMNS = ("node", "host", "status", "memory (vs node_ram_gb)", "gpu", "instances", "seen", "notes")
+INSTANCE_COLUMNS = (
+    "instance",
+    "node",
+    "state",
+    "lives/deaths",
+    "cycle",
+    "tok/s",
+    "RSS / ceiling",
+    "last msg",
+)
+
+
+class MonitorApp(App[None]):
+    TITLE = "edgejar monitor"
+    CSS = """
+    #poll-status { height: 1; padding: 0 1; background: $boost; }
+    #poll-status.stale { background: $error 40%; color: $text; }
+    #nodes { height: auto; max-height: 40%; }
+    #instances { height: auto; max-height: 40%; }
+    #log { height: 1fr; min-height: 5; border-top: solid $primary; }
+    """
+    BINDINGS = [  # noqa: RUF012 (Textual's own convention)
+        Binding("r", "instance('restart')", "Restart instance"),
+        Binding("s", "instance('stop')", "Stop instance"),
+        Binding("m", "maintenance", "Maintenance"),
+        Binding("p", "poll_now", "Poll now"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        service: HealthService,
+        *,
+        interval_s: float = 2.0,
+        prom: Path | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        follow_logs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.service = service
+        self.interval_s = interval_s
+        self.prom = prom
+        self.wall_clock = wall_clock
+        self.follow_logs = follow_logs
+        self.health: ClusterHealth | None = None
+        self.poll_count = 0
+        self.last_poll_done: float | None = None  # monotonic
+        self._lock = threading.Lock()  # one poll or inventory reload at a time
+        self._polling = False
+        self._journal: subprocess.Popen[str] | None = None
+        self._journal_for: str | None = None
+
+    # --- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("waiting for the first poll ...", id="poll-status")
+        nodes: DataTable[object] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        nodes.border_title = "nodes"
+        yield nodes
+        inst: DataTable[object] = DataTable(id="instances", cursor_type="row", zebra_stripes=True)
+        yield inst
+        yield Log(id="log", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#nodes", DataTable).add_columns(*NODE_COLUMNS)
+        self.query_one("#instances", DataTable).add_columns(*INSTANCE_COLUMNS)
+        self.query_one("#log", Log).write_line("select an instance to follow its journal")
+        self.sub_title = str(self.service.cluster.inventory)
+        self.trigger_poll()
+        self.set_interval(self.interval_s, self.trigger_poll)
+        self.set_interval(1.0, self.show_staleness)
+
+    # --- polling -----------------------------------------------------------------------------------
+    def trigger_poll(self) -> None:
+        if not self._polling:
+            self._polling = True
+            self.poll_worker()
+
+    @work(thread=True, group="poll")
+    def poll_worker(self) -> None:
+        try:
+            with self._lock:
+                health = self.service.poll()
+            if self.prom is not None:
+                metrics.write(self.prom, metrics.render(health))
+        except Exception as exc:  # a poll must never take the UI down
+            self.call_from_thread(self.notify, f"poll failed: {exc}", severity="error")
+            return
+        finally:
+            self._polling = False
+        self.call_from_thread(self.show, health)
+
+    def stale_after_s(self) -> float:
+        return 2 * self.interval_s + self.service.poller.timeout_s
+
+    def show_staleness(self) -> None:
+        bar = self.query_one("#poll-status", Static)
+        if self.health is None or self.last_poll_done is None:
+            return
+        ago = time.monotonic() - self.last_poll_done
+        stale = ago > self.stale_after_s()
+        counts = {s: sum(1 for n in self.health.nodes if n.status == s) for s in Status}
+        summary = ", ".join(f"{c} {s.value.lower()}" for s, c in counts.items() if c)
+        when = time.strftime("%H:%M:%S", time.localtime(self.health.polled_at))
+        text = f"poll #{self.poll_count} at {when} took {self.health.elapsed_s:.2f} s; {summary}"
+        if stale:
+            text = f"STALE: no completed poll for {ago:.0f} s | " + text
+        bar.update(text)
+        bar.set_class(stale, "stale")
+
+    def show(self, health: ClusterHealth) -> None:
+        """Fill both tables from a poll (UI thread) and announce nodes that changed status."""
+        before = self.health.by_name() if self.health else {}
+        self.health = health
+        self.poll_count += 1
+        self.last_poll_done = time.monotonic()
+        for n in health.nodes:
+            old = before.get(n.node)
+            if old is not None and old.status != n.status:
+                severity = "error" if n.status == Status.UNAVAILABLE else "warning"
+                if n.status == Status.HEALTHY:
+                    severity = "information"
+                self.notify(f"{n.node}: {old.status.value} -> {n.status.value}", severity=severity)
+        self._fill_nodes(health)
+        self._fill_instances(health)
+        self.show_staleness()
+
+    def _fill_nodes(self, health: ClusterHealth) -> None:
+        table = self.query_one("#nodes", DataTable)
+        selected = self._selected_key(table)
+        table.clear()
+        for n in health.nodes:
+            table.add_row(
+                n.node,
+                n.address,
+                fmt.status_cell(n),
+                fmt.memory_cell(n),
+                fmt.gpu_cell(n),
+                f"{n.running}/{n.max_instances}",
+                fmt.seen_cell(n, self.stale_after_s()),
+                "; ".join(n.reasons) or "-",
+                key=n.node,
+            )
+        self._restore(table, selected)
+
+    def _fill_instances(self, health: ClusterHealth) -> None:
+        table = self.query_one("#instances", DataTable)
+        selected = self._selected_key(table)
+        table.clear()
+        now = self.wall_clock()
+        for n in health.nodes:
+            for i in n.instances:
+                table.add_row(
+                    i.instance,
+                    i.node,
+                    fmt.state_cell(i),
+                    fmt.lives_cell(i),
+                    fmt.optional(i.stats.cycle),
+                    fmt.optional(i.stats.tokens_per_s, "{:.1f}"),
+                    fmt.rss_cell(i),
+                    fmt.last_message_cell(i, now),
+                    key=f"{i.node}/{i.instance}",
+                )
+        self._restore(table, selected)
+
+    @staticmethod
+    def _selected_key(table: DataTable[object]) -> str | None:
+        if table.row_count == 0:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    @staticmethod
+    def _restore(table: DataTable[object], key: str | None) -> None:
+        if key is None:
+            return
+        try:
+            table.move_cursor(row=table.get_row_index(key))
+        except Exception:
+            return
+
+    # --- selection ---------------------------------------------------------------------------------
+    def selected_node(self) -> str | None:
+        return self._selected_key(self.query_one("#nodes", DataTable))
+
+    def selected_instance(self) -> InstanceRow | None:
+        key = self._selected_key(self.query_one("#instances", DataTable))
+        if key is None or self.health is None:
+            return None
+        for n in self.health.nodes:
+            for i in n.instances:
+                if f"{i.node}/{i.instance}" == key:
+                    return i
+        return None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "instances" and event.row_key.value != self._journal_for:
+            self._journal_for = event.row_key.value
+            row = self.selected_instance()
+            if row is not None and self.follow_logs:
+                self.start_journal(row)
+
+    # --- journal -----------------------------------------------------------------------------------
+    def start_journal(self, row: InstanceRow) -> None:
+        self.stop_journal()
+        log = self.query_one("#log", Log)
+        log.clear()
+        log.border_title = f"journal: {row.instance} on {row.node}"
+        log.write_line(f"-- following edgejar-instance@{row.instance} on {row.node} --")
+        self.journal_worker(row.node, row.instance)
+
+    def stop_journal(self) -> None:
+        proc, self._journal = self._journal, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+    @work(thread=True, group="journal", exclusive=True)
+    def journal_worker(self, node: str, instance: str) -> None:
+        log = self.query_one("#log", Log)
+        try:
+            proc = self.service.poller.popen(node, actions.journal_command(instance))
+        except (OSError, EdgejarError) as exc:
+            self.call_from_thread(log.write_line, f"cannot follow the journal: {exc}")
+            return
+        self._journal = proc
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if self._journal is not proc:
+                break
+            self.call_from_thread(log.write_line, line.rstrip("\n"))
+        if self._journal is proc:
+            self.call_from_thread(log.write_line, f"-- journal follower ended (exit {proc.wait()}) --")
+
+    def on_unmount(self) -> None:
+        self.stop_journal()
+
+    # --- actions -----------------------------------------------------------------------------------
+    def action_poll_now(self) -> None:
+        self.trigger_poll()
+
+    def action_instance(self, what: str) -> None:
+        row = self.selected_instance()
+        if row is None:
+            self.notify("select an instance first", severity="warning")
+            return
+        question = f"{what.capitalize()} instance {row.instance} on {row.node}?\n(systemctl {what} over SSH)"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.instance_worker(what, row.node, row.instance)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, group="action")
+    def instance_worker(self, what: str, node: str, instance: str) -> None:
+        try:
+            proc = self.service.poller.run(node, actions.instance_command(what, instance), timeout_s=60)
+        except (subprocess.TimeoutExpired, OSError, EdgejarError) as exc:
+            self.call_from_thread(self.notify, f"{what} {instance} on {node} failed: {exc}", severity="error")
+            return
+        if proc.returncode == 0:
+            self.call_from_thread(self.notify, f"{what} {instance} on {node}: done")
+        else:
+            err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            self.call_from_thread(self.notify, f"{what} {instance} on {node} failed: {err}", severity="error")
+        self.call_from_thread(self.trigger_poll)
+
+    def action_maintenance(self) -> None:
+        node = self.selected_node()
+        if node is None or self.health is None:
+            self.notify("select a node first", severity="warning")
+            return
+        on = not self.health.by_name()[node].maintenance
+        verb = "Mark" if on else "Take"
+        where = "in maintenance" if on else "out of maintenance"
+        question = (
+            f"{verb} node {node} {where}?\n(writes node_maintenance: {str(on).lower()} to "
+            f"host_vars/{node}/{actions.MAINTENANCE_FILE})"
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.maintenance_worker(node, on)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, group="action")
+    def maintenance_worker(self, node: str, on: bool) -> None:
+        try:
+            with self._lock:
+                path = actions.set_maintenance(self.service.cluster.host_vars_dir, node, on)
+                self.service.reload_inventory()
+                health = self.service.assess()
+        except (OSError, EdgejarError) as exc:
+            self.call_from_thread(self.notify, f"maintenance {node}: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"{node}: node_maintenance: {str(on).lower()} in {path}")
+        self.call_from_thread(self.show, health)
