@@ -1,0 +1,5 @@
+import sys
+
+from runner.node.cli import main
+
+sys.exit(main())

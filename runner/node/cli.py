@@ -1,0 +1,97 @@
+"""`python -m runner.node run --config FILE` and `python -m runner.node record-exit --config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from runner.errors import EdgejarError, InputError
+from runner.node import config as config_mod
+from runner.node import lifecycle, records
+
+log = logging.getLogger("runner.node")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runner.node", description="Run one edgejar experiment instance."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the instance (a long-lived process under systemd)")
+    run.add_argument("--config", required=True, type=Path, help="the instance config JSON")
+    rec = sub.add_parser("record-exit", help="record how the last run ended (systemd ExecStopPost)")
+    rec.add_argument("--config", required=True, type=Path, help="the instance config JSON")
+    return p
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+
+
+def run(path: Path) -> int:
+    from runner.node.engine import Engine
+    from runner.node.mind import Mind
+    from runner.node.modes import create
+    from runner.node.peers import Peers
+
+    cfg = config_mod.load(path)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: %s received: stopping", cfg.id, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    conn = records.connect(cfg.db_path)
+    try:
+        mind = Mind(cfg)
+        engine = Engine(cfg, conn, mind, create(cfg), stop)
+        engine.start()
+        rt = cfg.runtime
+        if rt.cycles and engine.cycle > rt.cycles:
+            lifecycle.end(conn, cfg.id, engine.life, "completed", engine.cycle - 1, None)
+            log.info("%s: all %d cycles are already done", cfg.id, rt.cycles)
+            return 0
+        try:
+            peers = Peers(cfg.address, cfg.port, cfg.peers, engine.hello)
+        except OSError as exc:
+            raise EdgejarError(
+                f"{cfg.id}: cannot listen on {cfg.address}:{cfg.port}: {exc.strerror}"
+            ) from exc
+        try:
+            engine.run(peers)
+        finally:
+            peers.close(flush_s=2.0)
+    finally:
+        conn.close()
+    return 0
+
+
+def record_exit(path: Path) -> int:
+    cfg = config_mod.load(path)
+    conn = records.connect(cfg.db_path)
+    try:
+        cause = lifecycle.record_exit(conn, cfg.id, os.environ)
+    finally:
+        conn.close()
+    print(f"{cfg.id}: exit recorded: {cause}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _logging()
+    try:
+        return run(args.config) if args.command == "run" else record_exit(args.config)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except EdgejarError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
