@@ -75,23 +75,26 @@ class MonitorApp(App[None]):
         self._polling = False
         self._journal: subprocess.Popen[str] | None = None
         self._journal_for: str | None = None
+        self.nodes_table: DataTable[object] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        self.instances_table: DataTable[object] = DataTable(
+            id="instances", cursor_type="row", zebra_stripes=True
+        )
+        self.log_pane = Log(id="log", max_lines=2000)
+        self.status_line = Static("waiting for the first poll ...", id="poll-status")
 
     # --- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("waiting for the first poll ...", id="poll-status")
-        nodes: DataTable[object] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
-        nodes.border_title = "nodes"
-        yield nodes
-        inst: DataTable[object] = DataTable(id="instances", cursor_type="row", zebra_stripes=True)
-        yield inst
-        yield Log(id="log", max_lines=2000)
+        yield self.status_line
+        yield self.nodes_table
+        yield self.instances_table
+        yield self.log_pane
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#nodes", DataTable).add_columns(*NODE_COLUMNS)
-        self.query_one("#instances", DataTable).add_columns(*INSTANCE_COLUMNS)
-        self.query_one("#log", Log).write_line("select an instance to follow its journal")
+        self.nodes_table.add_columns(*NODE_COLUMNS)
+        self.instances_table.add_columns(*INSTANCE_COLUMNS)
+        self.log_pane.write_line("select an instance to follow its journal")
         self.sub_title = str(self.service.cluster.inventory)
         self.trigger_poll()
         self.set_interval(self.interval_s, self.trigger_poll)
@@ -121,7 +124,7 @@ class MonitorApp(App[None]):
         return 2 * self.interval_s + self.service.poller.timeout_s
 
     def show_staleness(self) -> None:
-        bar = self.query_one("#poll-status", Static)
+        bar = self.status_line
         if self.health is None or self.last_poll_done is None:
             return
         ago = time.monotonic() - self.last_poll_done
@@ -153,7 +156,7 @@ class MonitorApp(App[None]):
         self.show_staleness()
 
     def _fill_nodes(self, health: ClusterHealth) -> None:
-        table = self.query_one("#nodes", DataTable)
+        table = self.nodes_table
         selected = self._selected_key(table)
         table.clear()
         for n in health.nodes:
@@ -171,7 +174,7 @@ class MonitorApp(App[None]):
         self._restore(table, selected)
 
     def _fill_instances(self, health: ClusterHealth) -> None:
-        table = self.query_one("#instances", DataTable)
+        table = self.instances_table
         selected = self._selected_key(table)
         table.clear()
         now = self.wall_clock()
@@ -210,10 +213,12 @@ class MonitorApp(App[None]):
 
     # --- selection ---------------------------------------------------------------------------------
     def selected_node(self) -> str | None:
-        return self._selected_key(self.query_one("#nodes", DataTable))
+        return self._selected_key(self.nodes_table)
 
     def selected_instance(self) -> InstanceRow | None:
-        key = self._selected_key(self.query_one("#instances", DataTable))
+        return self.instance_by_key(self._selected_key(self.instances_table))
+
+    def instance_by_key(self, key: str | None) -> InstanceRow | None:
         if key is None or self.health is None:
             return None
         for n in self.health.nodes:
@@ -225,14 +230,14 @@ class MonitorApp(App[None]):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "instances" and event.row_key.value != self._journal_for:
             self._journal_for = event.row_key.value
-            row = self.selected_instance()
+            row = self.instance_by_key(event.row_key.value)
             if row is not None and self.follow_logs:
                 self.start_journal(row)
 
     # --- journal -----------------------------------------------------------------------------------
     def start_journal(self, row: InstanceRow) -> None:
         self.stop_journal()
-        log = self.query_one("#log", Log)
+        log = self.log_pane
         log.clear()
         log.border_title = f"journal: {row.instance} on {row.node}"
         log.write_line(f"-- following edgejar-instance@{row.instance} on {row.node} --")
@@ -245,7 +250,7 @@ class MonitorApp(App[None]):
 
     @work(thread=True, group="journal", exclusive=True)
     def journal_worker(self, node: str, instance: str) -> None:
-        log = self.query_one("#log", Log)
+        log = self.log_pane
         try:
             proc = self.service.poller.popen(node, actions.journal_command(instance))
         except (OSError, EdgejarError) as exc:
