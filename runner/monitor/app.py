@@ -71,6 +71,7 @@ class MonitorApp(App[None]):
         self.health: ClusterHealth | None = None
         self.poll_count = 0
         self.last_poll_done: float | None = None  # monotonic
+        self.last_poll_wall = 0.0
         self._lock = threading.Lock()  # one poll or inventory reload at a time
         self._polling = False
         self._journal: subprocess.Popen[str] | None = None
@@ -131,7 +132,7 @@ class MonitorApp(App[None]):
         stale = ago > self.stale_after_s()
         counts = {s: sum(1 for n in self.health.nodes if n.status == s) for s in Status}
         summary = ", ".join(f"{c} {s.value.lower()}" for s, c in counts.items() if c)
-        when = time.strftime("%H:%M:%S", time.localtime(self.health.polled_at))
+        when = time.strftime("%H:%M:%S", time.localtime(self.last_poll_wall))
         text = f"poll #{self.poll_count} at {when} took {self.health.elapsed_s:.2f} s; {summary}"
         if stale:
             text = f"STALE: no completed poll for {ago:.0f} s | " + text
@@ -144,6 +145,7 @@ class MonitorApp(App[None]):
         self.health = health
         self.poll_count += 1
         self.last_poll_done = time.monotonic()
+        self.last_poll_wall = self.wall_clock()
         for n in health.nodes:
             old = before.get(n.node)
             if old is not None and old.status != n.status:
