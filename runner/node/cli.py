@@ -59,7 +59,8 @@ def run(path: Path) -> int:
             log.info("%s: all %d cycles are already done", cfg.id, rt.cycles)
             return 0
         try:
-            peers = Peers(cfg.address, cfg.port, cfg.peers, engine.hello)
+            backoff = float(cfg.setting("reconnect_max_s", 5.0))
+            peers = Peers(cfg.address, cfg.port, cfg.peers, engine.hello, backoff_max_s=backoff)
         except OSError as exc:
             raise EdgejarError(
                 f"{cfg.id}: cannot listen on {cfg.address}:{cfg.port}: {exc.strerror}"

@@ -225,11 +225,17 @@ class Peers:
     """The server and one link per peer."""
 
     def __init__(
-        self, address: str, port: int, peers: tuple[Peer, ...], hello: Callable[[], dict[str, Any]]
+        self,
+        address: str,
+        port: int,
+        peers: tuple[Peer, ...],
+        hello: Callable[[], dict[str, Any]],
+        *,
+        backoff_max_s: float = 5.0,
     ) -> None:
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self.server = Server(address, port, self.inbox)
-        self.links = {p.id: Link(p, hello) for p in peers}
+        self.links = {p.id: Link(p, hello, backoff_max_s=backoff_max_s) for p in peers}
 
     def start(self) -> None:
         self.server.start()

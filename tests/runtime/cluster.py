@@ -87,7 +87,7 @@ class Cluster:
                     "cycle_delay_s": delay,
                     "seed": 7,
                 },
-                "settings": {**(settings or {}), **(per_instance or {}).get(iid, {})},
+                "settings": {"reconnect_max_s": 0.5, **(settings or {}), **(per_instance or {}).get(iid, {})},
                 "interventions": interventions or [],
                 "model_path": str(self.model),
                 "data_dir": str(self.data_dir),
