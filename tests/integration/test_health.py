@@ -1,0 +1,143 @@
+"""Health and the monitor on the simulated cluster: a real poll over real SSH fills the table, a node whose
+sshd is stopped turns UNAVAILABLE only after the grace period (and HEALTHY again when sshd is back), and
+the monitor driven by run_test fills its tables and follows a real instance's journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from runner.health import ssh
+from runner.health.cluster import HealthService
+from runner.health.model import Status
+from runner.health.status import Thresholds
+from runner.monitor.app import MonitorApp
+from runner.sim.state import StateDir
+from tests.integration.conftest import ROOT, Sim
+
+GRACE_S = 4.0
+INSTANCE = "hc-probe"
+UNIT = f"edgejar-instance@{INSTANCE}.service"
+
+
+@pytest.fixture(scope="module")
+def service(sim: Sim) -> Iterator[HealthService]:
+    svc = HealthService.from_inventory(sim.inventory, Thresholds(grace_s=GRACE_S), timeout_s=10)
+    # A stand-in instance unit (transient, so it leaves no unit file behind): the real runtime is not
+    # needed to see a unit's state and its memory against MemoryMax.
+    started = svc.poller.run(
+        "jetson",
+        ["sudo", "-n", "systemd-run", f"--unit={UNIT}", "-p", "MemoryMax=64M", "/bin/sleep", "infinity"],
+        timeout_s=30,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        yield svc
+    finally:
+        svc.poller.run("jetson", ["sudo", "-n", "systemctl", "stop", UNIT], timeout_s=30)
+        svc.close()
+
+
+def test_a_real_poll_fills_the_table(service: HealthService) -> None:
+    health = service.poll()
+    nodes = health.by_name()
+    assert set(nodes) == {"jetson", "rpi1", "rpi2", "host"}
+    for n in nodes.values():
+        assert n.sample is not None, n.reasons
+        assert n.status in (Status.HEALTHY, Status.DEGRADED), n.reasons
+        assert not any("unreachable" in r for r in n.reasons)
+        assert n.sample.memory_cgroup
+    # The hosts' memory is their cgroup ceiling (2048 / 1024 / 1536 MiB by default), not /proc/meminfo.
+    assert nodes["jetson"].sample.mem_total_bytes == 2048 * 1024**2
+    assert nodes["rpi1"].sample.mem_total_bytes == 1024 * 1024**2
+    rows = {i.instance: i for i in nodes["jetson"].instances}
+    assert rows[INSTANCE].state == "active/running"
+    assert rows[INSTANCE].memory_max_bytes == 64 * 1024**2
+    assert rows[INSTANCE].memory_bytes is not None
+    assert nodes["jetson"].running == 1
+
+
+def test_the_cli_prints_json_for_the_cluster(sim: Sim) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "health", "-i", str(sim.inventory), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    statuses = {n["node"]: n["status"] for n in doc["nodes"]}
+    assert set(statuses) == {"jetson", "rpi1", "rpi2", "host"}
+    assert "UNAVAILABLE" not in statuses.values()
+    assert proc.returncode == (0 if set(statuses.values()) == {"HEALTHY"} else 1)
+
+
+def _sshd(sim: Sim, node: str, action: str) -> None:
+    """Start or stop sshd inside a sim host from the controller (its systemd, entered with nsenter)."""
+    init = StateDir(sim.state_dir).host_record(node)["init_pid"]
+    subprocess.run(
+        ["nsenter", "-t", str(init), "-a", "--", "systemctl", action, "ssh"], check=True, timeout=60
+    )
+
+
+def test_a_node_without_sshd_is_unavailable_only_after_the_grace_period(
+    sim: Sim, service: HealthService
+) -> None:
+    assert service.poll().by_name()["rpi2"].status != Status.UNAVAILABLE
+    _sshd(sim, "rpi2", "stop")
+    try:
+        ssh.close_master(service.poller.control("rpi2"))  # the open connection would outlive sshd
+        seen: list[tuple[float, Status]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            node = service.poll().by_name()["rpi2"]
+            since = service.links["rpi2"].failing_since
+            assert since is not None, node.reasons  # every poll fails while sshd is down
+            seen.append((service.clock() - since, node.status))
+            assert any(r.startswith("unreachable for") for r in node.reasons)
+            if node.status == Status.UNAVAILABLE:
+                break
+            time.sleep(0.5)
+        assert seen[-1][1] == Status.UNAVAILABLE, seen
+        for down_for, st in seen:
+            assert st == (Status.UNAVAILABLE if down_for >= GRACE_S else Status.DEGRADED), seen
+        assert seen[0][1] == Status.DEGRADED  # the first failure never moves a node straight to UNAVAILABLE
+        assert service.poll().by_name()["jetson"].status != Status.UNAVAILABLE  # the others are unaffected
+    finally:
+        _sshd(sim, "rpi2", "start")
+    back = service.poll().by_name()["rpi2"]
+    assert back.status != Status.UNAVAILABLE and service.links["rpi2"].failing_since is None
+
+
+def test_the_monitor_fills_its_tables_from_a_real_poll(service: HealthService) -> None:
+    async def drive() -> tuple[dict[str, str], list[str], list[str]]:
+        app = MonitorApp(service, interval_s=3600)
+        async with app.run_test(size=(160, 45)) as pilot:
+            for _ in range(300):
+                if app.poll_count:
+                    break
+                await pilot.pause(0.05)
+            nodes = {str(k.value): str(app.nodes_table.get_row(k)[2]) for k in app.nodes_table.rows}
+            instances = [str(k.value) for k in app.instances_table.rows]
+            row = instances.index(f"jetson/{INSTANCE}")
+            app.instances_table.focus()
+            app.instances_table.move_cursor(row=row)
+            for _ in range(200):  # the journal follower is a worker reading over SSH
+                if any("Started" in line for line in app.log_pane.lines):
+                    break
+                await pilot.pause(0.05)
+            return nodes, instances, list(app.log_pane.lines)
+
+    nodes, instances, log = asyncio.run(drive())
+    assert set(nodes) == {"jetson", "rpi1", "rpi2", "host"}
+    assert "UNAVAILABLE" not in nodes.values()
+    assert f"jetson/{INSTANCE}" in instances
+    assert any(INSTANCE in line and "Started" in line for line in log), log
