@@ -55,7 +55,11 @@ def corrupt_text(text: str, rng: random.Random, strength: float = 0.3) -> str:
             out.append(rng.choice(("[static]", "[missing]", "###", "...")))
         else:
             out.append(w)
-    return " ".join(out) or "[corrupted]"
+    result = " ".join(out) or "[corrupted]"
+    if result == " ".join(words):  # a corruption always changes something
+        out[rng.randrange(len(out))] = "[static]"
+        result = " ".join(out)
+    return result
 
 
 def pick_corruptions(
