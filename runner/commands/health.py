@@ -36,14 +36,14 @@ def add_health_options(p: argparse.ArgumentParser, *, grace_default: float) -> N
         type=float,
         default=d.mem_used_max * 100,
         metavar="PCT",
-        help=f"DEGRADED above this memory use (default {d.mem_used_max:.0%})",
+        help=f"DEGRADED above this memory use in %% (default {d.mem_used_max * 100:g})",
     )
     p.add_argument(
         "--disk-max",
         type=float,
         default=d.disk_used_max * 100,
         metavar="PCT",
-        help=f"DEGRADED at this disk use (default {d.disk_used_max:.0%}; or under 1 GiB free)",
+        help=f"DEGRADED at this disk use in %% (default {d.disk_used_max * 100:g}; or under 1 GiB free)",
     )
     p.add_argument(
         "--prom", type=Path, metavar="FILE.prom", help="also write Prometheus textfile metrics here"

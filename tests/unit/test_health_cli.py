@@ -149,3 +149,9 @@ def test_runtime_dir_refuses_a_directory_open_to_others(monkeypatch, tmp_path):
         ssh.runtime_dir()
     os.chmod(tmp_path / "edgejar-health", 0o700)
     assert ssh.runtime_dir() == tmp_path / "edgejar-health"
+
+
+@pytest.mark.parametrize("command", ["health", "monitor"])
+def test_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "--grace" in capsys.readouterr().out
