@@ -102,12 +102,13 @@ class _Check:
             raise self.error(prefix + key, f"must be a TCP port (1-65535), got {value!r}")
         return value
 
-    def mib(self, data: Mapping[str, Any], key: str) -> int | None:
+    def mib(self, data: Mapping[str, Any], key: str, *, zero: bool = False) -> int | None:
         value = data.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(key, f"must be a positive whole number of MiB, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+            kind = "non-negative" if zero else "positive"
+            raise self.error(key, f"must be a {kind} whole number of MiB, got {value!r}")
         return value
 
     def mapping(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -155,6 +156,55 @@ def _peers(check: _Check, data: Mapping[str, Any], own_id: str) -> tuple[Peer, .
             Peer(pid, str(node), check.text(item, "address", prefix), check.port(item, "port", prefix))
         )
     return tuple(peers)
+
+
+# Settings the runtime reads, with their types (texts are free strings; unknown keys are left alone).
+_NUMBER_SETTINGS = {
+    "memory_window": int,
+    "memory_item_chars": int,
+    "consensus_every": int,
+    "surveillance_hint_every": int,
+    "peer_wait_s": float,
+    "move_wait_s": float,
+    "reconnect_max_s": float,
+    "corruption_rate": float,
+}
+_CHOICE_SETTINGS = {
+    "on_death": ("keep", "wipe", "corrupt", "erase_betrayals"),
+    "fallback": ("random", "cooperate", "defect", "tit_for_tat"),
+    "panopticon_role": ("subject", "observer"),
+}
+_PAYOFF_KEYS = ("both_cooperate", "both_defect", "temptation", "sucker")
+
+
+def _settings(check: _Check, data: Mapping[str, Any]) -> dict[str, Any]:
+    settings = check.mapping(data, "settings")
+    for key, kind in _NUMBER_SETTINGS.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok or value < 0:
+            raise check.error(f"settings.{key}", f"must be a non-negative {kind.__name__}, got {value!r}")
+    for key, choices in _CHOICE_SETTINGS.items():
+        if key in settings and settings[key] not in choices:
+            raise check.error(
+                f"settings.{key}", f"must be one of {', '.join(choices)}, got {settings[key]!r}"
+            )
+    if "corruption_rate" in settings and settings["corruption_rate"] > 1:
+        raise check.error(
+            "settings.corruption_rate", f"must be between 0 and 1, got {settings['corruption_rate']}"
+        )
+    payoffs = settings.get("payoffs")
+    if payoffs is not None:
+        if not isinstance(payoffs, Mapping) or set(payoffs) - set(_PAYOFF_KEYS):
+            raise check.error(
+                "settings.payoffs", f"must be a mapping with keys from {', '.join(_PAYOFF_KEYS)}"
+            )
+        for key, value in payoffs.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise check.error(f"settings.payoffs.{key}", f"must be a whole number, got {value!r}")
+    return settings
 
 
 def _interventions(check: _Check, data: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
@@ -206,11 +256,11 @@ def parse(data: Any, path: Path) -> InstanceConfig:
         port=check.port(data, "port"),
         memory_mib=check.mib(data, "memory_mib"),
         gpu=gpu,
-        gpu_memory_mib=check.mib(data, "gpu_memory_mib"),
+        gpu_memory_mib=check.mib(data, "gpu_memory_mib", zero=True),
         experiment_file=str(data.get("experiment_file") or ""),
         peers=_peers(check, data, iid),
         runtime=_runtime(check, data),
-        settings=check.mapping(data, "settings"),
+        settings=_settings(check, data),
         interventions=_interventions(check, data),
         source=path,
         raw=dict(data),

@@ -62,6 +62,11 @@ def test_a_placement_entry_loads(tmp_path: Path) -> None:
         ({"runtime": {"n_ctx": "big"}}, "runtime.n_ctx"),
         ({"runtime": {"n_ctx": 64, "max_tokens": 64}}, "runtime.max_tokens"),
         ({"settings": []}, "settings"),
+        ({"settings": {"consensus_every": "often"}}, "settings.consensus_every"),
+        ({"settings": {"on_death": "reincarnate"}}, "settings.on_death"),
+        ({"settings": {"payoffs": {"temptation": 5.5}}}, "settings.payoffs.temptation"),
+        ({"settings": {"payoffs": {"bribe": 1}}}, "settings.payoffs"),
+        ({"settings": {"corruption_rate": 2}}, "settings.corruption_rate"),
         ({"interventions": [{"type": "identity_challenge"}]}, "interventions[0]"),
     ],
 )
@@ -95,3 +100,40 @@ def test_record_exit_writes_the_cause(tmp_path: Path, monkeypatch: pytest.Monkey
     assert conn.execute("SELECT instance_id, life, cause FROM exit_reports").fetchall() == [
         ("split_brain_A", None, "exit-code:1")
     ]
+
+
+@pytest.mark.parametrize("experiment", ["split_brain", "hive_cluster", "panopticon", "prisoners_dilemma"])
+def test_the_seed_experiments_placements_are_valid_instance_configs(
+    project: Path, capsys: pytest.CaptureFixture[str], experiment: str
+) -> None:
+    """What `runner place` writes, plus model_path and data_dir, loads and builds its mode."""
+    import yaml
+
+    from runner.cli import main as runner_main
+    from runner.node.modes import create
+
+    assert runner_main(["place", f"experiments/{experiment}.yml"]) == 0
+    capsys.readouterr()
+    entries = [
+        e
+        for f in sorted((project / "host_vars").glob("*/placement.yml"))
+        for e in yaml.safe_load(f.read_text())["edgejar_instances"]
+    ]
+    assert entries
+    for e in entries:
+        cfg = parse(
+            {**e, "model_path": "/var/lib/edgejar/models/tiny.gguf", "data_dir": "/d"}, Path("x.json")
+        )
+        mode = create(cfg)
+        assert mode.name == experiment and {p.id for p in cfg.peers} <= {x["id"] for x in entries}
+    if experiment == "panopticon":
+        roles = {
+            e["id"]: create(parse({**e, "model_path": "/m", "data_dir": "/d"}, Path("x"))) for e in entries
+        }
+        assert roles["panopticon_observer"].observer and not roles["panopticon_subject"].observer  # type: ignore[attr-defined]
+    if experiment == "prisoners_dilemma":
+        b = next(e for e in entries if e["id"] == "pd_player_b")
+        assert (
+            create(parse({**b, "model_path": "/m", "data_dir": "/d"}, Path("x"))).on_death
+            == "erase_betrayals"
+        )
