@@ -32,12 +32,30 @@ class Run:
             if e["event"] == "runner_on_ok" and e["event_data"].get("task") == task
         }
 
+    def errors(self) -> dict[str, str]:
+        """host -> task and message of its first failure: short enough for an assertion message."""
+        out: dict[str, str] = {}
+        for e in self.events:
+            if e["event"] in ("runner_on_failed", "runner_on_unreachable"):
+                d = e["event_data"]
+                res = d.get("res", {})
+                out.setdefault(d["host"], f"{d.get('task')}: {res.get('msg', '')} {res.get('stderr', '')}".strip())
+        return out
+
     def failures(self) -> dict[str, dict[str, Any]]:
         return {
             e["event_data"]["host"]: e["event_data"]["res"]
             for e in self.events
             if e["event"] == "runner_on_failed"
         }
+
+
+# The simulated cluster's APT repository and rootfs have no build-essential (no internet in the
+# hosts): the rest of edgejar_base's default list is what they provide. See roles/edgejar_base/README.md.
+SIM_VARS: dict[str, Any] = {
+    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
+    "edgejar_swap_size_mb": 64,  # the swap role has its own test; keep the sim hosts' disks small
+}
 
 
 def private_dir(runner_dir: Path, name: str) -> Path:
@@ -60,3 +78,40 @@ def provision(sim: Sim, runner_dir: Path, name: str, extravars: Mapping[str, Any
         **kwargs,
     )
     return Run.of(r)
+
+
+def playbook(
+    sim: Sim, runner_dir: Path, name: str, book: str, extravars: Mapping[str, Any] | None = None, **kwargs: Any
+) -> tuple[Run, str]:
+    """Any playbook of playbooks/ on the simulated cluster: its Run and its output (with the summary)."""
+    kwargs.setdefault("inventory", str(sim.inventory))
+    r = ansible_runner.run(
+        private_data_dir=str(private_dir(runner_dir, name)),
+        project_dir=str(ROOT / "playbooks"),
+        playbook=book,
+        envvars=ansible_env(),
+        extravars=dict(extravars or {}),
+        quiet=True,
+        **kwargs,
+    )
+    return Run.of(r), r.stdout.read()
+
+
+def shell(sim: Sim, runner_dir: Path, name: str, command: str, hosts: str = "edgejar_nodes") -> dict[str, str]:
+    """host -> stdout of a shell command run as root on the simulated hosts (must succeed everywhere)."""
+    r = ansible_runner.run(
+        private_data_dir=str(private_dir(runner_dir, name)),
+        host_pattern=hosts,
+        module="ansible.builtin.shell",
+        module_args=command,
+        inventory=str(sim.inventory),
+        envvars=ansible_env(),
+        extravars={"ansible_become": True},
+        quiet=True,
+    )
+    assert r.status == "successful", (command, r.stats)
+    return {
+        e["event_data"]["host"]: e["event_data"]["res"]["stdout"]
+        for e in r.events
+        if e["event"] == "runner_on_ok"
+    }

@@ -15,12 +15,7 @@ from tests.integration.runs import Run, private_dir
 pytestmark = pytest.mark.integration
 
 HOSTS = {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
-# The simulated cluster's APT repository and rootfs have no build-essential (no internet in the
-# hosts): the rest of the default list is what they provide. See roles/edgejar_base/README.md.
-SIM_VARS: dict[str, Any] = {
-    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
-    "edgejar_swap_size_mb": 64,  # the swap role has its own test; keep the sim hosts' disks small
-}
+SIM_VARS = runs.SIM_VARS
 
 
 def provision(
