@@ -5,7 +5,6 @@ Without llama_cpp they skip, unless EDGEJAR_REQUIRE_LLAMA=1 (CI), where they fai
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,10 @@ from tests.runtime.cluster import Cluster
 
 @pytest.fixture(autouse=True)
 def _need_llama() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        reason = "llama_cpp (llama-cpp-python) is not importable: runtime tests need real inference"
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        reason = f"llama_cpp (llama-cpp-python) is not importable ({exc}): runtime tests need real inference"
         if os.environ.get("EDGEJAR_REQUIRE_LLAMA") == "1":
             pytest.fail(f"{reason} (EDGEJAR_REQUIRE_LLAMA=1)")
         pytest.skip(reason)
