@@ -30,7 +30,10 @@ class Server:
     def __init__(self, address: str, port: int, inbox: queue.Queue[dict[str, Any]]) -> None:
         self.inbox = inbox
         self._stop = threading.Event()
-        self.sock = socket.create_server((address, port), reuse_port=False)  # SO_REUSEADDR on POSIX
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        # bound to the node's cluster address only; SO_REUSEADDR (set by create_server on POSIX) lets a
+        # restarted instance listen again while the old connections are in TIME_WAIT
+        self.sock = socket.create_server((address, port), family=family)
         self.sock.settimeout(0.5)
         self._threads: list[threading.Thread] = []
         self._accept = threading.Thread(target=self._serve, name="peer-server", daemon=True)
