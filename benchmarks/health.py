@@ -10,6 +10,7 @@ cluster size it brings the sim up, then times:
 Usage (as root; slot 3 subnet and names by default, so it does not disturb other clusters):
 
     .venv/bin/python benchmarks/health.py --hosts 4 20 [--runs 10] [--json FILE]
+    .venv/bin/python benchmarks/health.py --hosts 4 --fanout 5    # 20 nodes on 4 booted hosts
     .venv/bin/python benchmarks/health.py --inventory "$(python -m runner sim inventory)"
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
 
 from runner.health.cluster import HealthService  # noqa: E402
 from runner.health.model import Status  # noqa: E402
@@ -49,6 +52,25 @@ def sim(env: dict[str, str], *args: str) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"sim {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout.strip()
+
+
+def fan_out(inventory: Path, k: int, into: Path) -> Path:
+    """An inventory with every host of `inventory` repeated k times (`<name>-<i>`, same connection):
+    k SSH masters and k probes per real host, for sizes the machine cannot boot as separate hosts."""
+    data = yaml.safe_load(inventory.read_text())
+
+    def walk(group: dict) -> None:
+        if group.get("hosts"):
+            group["hosts"] = {f"{h}-{i}": dict(v) for h, v in group["hosts"].items() for i in range(k)}
+        for child in (group.get("children") or {}).values():
+            walk(child)
+
+    walk(data["all"])
+    (into / "group_vars").symlink_to(ROOT / "group_vars")
+    (into / "host_vars").mkdir()
+    out = into / "inventory.yml"
+    out.write_text(yaml.safe_dump(data))
+    return out
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
@@ -105,6 +127,9 @@ def main() -> int:
     p.add_argument("--hosts", type=int, nargs="+", default=[4, 20], help="cluster sizes to bring up")
     p.add_argument("--inventory", type=Path, help="measure this running cluster instead")
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument(
+        "--fanout", type=int, default=1, metavar="K", help="repeat every host K times in the inventory"
+    )
     p.add_argument("--subnet", default="10.231.53.0/24")
     p.add_argument("--bridge", default="ejsbr3")
     p.add_argument("--prefix", default="ejb3")
@@ -123,7 +148,12 @@ def main() -> int:
                 sim(env, "down")
                 try:
                     inventory = Path(sim(env, "up", "--config", cfg.name))
-                    results.append(measure(inventory, args.runs))
+                    with tempfile.TemporaryDirectory() as tmp:
+                        if args.fanout > 1:
+                            inventory = fan_out(inventory, args.fanout, Path(tmp))
+                        results.append(
+                            {**measure(inventory, args.runs), "sim_hosts": n, "fanout": args.fanout}
+                        )
                 except SystemExit as exc:  # e.g. a host that did not boot in time on a loaded machine
                     results.append({"nodes": n, "error": str(exc)[-400:]})
                 finally:

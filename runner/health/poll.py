@@ -14,7 +14,7 @@ from runner.health.parse import ProbeError, parse
 from runner.health.targets import Target
 
 DEFAULT_TIMEOUT_S = 8.0
-PROBE_COMMAND = ["python3", "-"]
+PROBE_COMMAND = ["python3", "-I", "-S", "-"]  # isolated, no site: stdlib only, faster start
 
 
 def probe_source() -> str:

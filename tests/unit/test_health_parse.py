@@ -17,7 +17,7 @@ from tests.unit.test_health_fixtures import GIB, probe_doc, unit
 def test_the_real_probe_runs_from_stdin_and_parses():
     """Exactly as on a node: `python3 -` with the probe's source on stdin, stdlib only."""
     proc = subprocess.run(
-        [sys.executable, "-I", "-"], input=probe_source(), capture_output=True, text=True, check=True
+        [sys.executable, "-I", "-S", "-"], input=probe_source(), capture_output=True, text=True, check=True
     )
     sample = parse(proc.stdout)
     assert sample.mem_total_bytes > 0
