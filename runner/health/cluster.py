@@ -109,7 +109,10 @@ class HealthService:
                     gpu=n.gpu,
                     maintenance=n.maintenance,
                     last_ok_age_s=None if link.last_ok is None else max(0.0, now - link.last_ok),
-                    instances=instances.rows(n.name, cn.placed, link.last_sample),
+                    instances=instances.rows(
+                        n.name, cn.placed, link.last_sample, stale=link.failing_since is not None
+                    ),
+                    reachable=link.last_ok is not None and link.failing_since is None,
                 )
             )
         return ClusterHealth(tuple(out), time.time(), elapsed_s)

@@ -9,11 +9,14 @@ from runner.health.model import InstanceRow, NodeSample, RecordStats
 
 NOT_LOADED = "not loaded"  # placed, but systemd has no such unit loaded (not deployed, or stopped long ago)
 UNKNOWN = "unknown"  # the node was never reached
+STALE_PREFIX = "stale: "
 
 
 def rows(
-    node: str, placed: Iterable[Mapping[str, Any]], sample: NodeSample | None
+    node: str, placed: Iterable[Mapping[str, Any]], sample: NodeSample | None, *, stale: bool = False
 ) -> tuple[InstanceRow, ...]:
+    """One row per placed instance and per loaded unit. `stale`: the node does not answer now, so the
+    states are the last ones seen and are shown as `stale: <state>` (not counted as running)."""
     placed_ids = [str(e["id"]) for e in placed if "id" in e]
     units = {u.instance: u for u in sample.units} if sample else {}
     records = sample.records if sample else {}
@@ -29,7 +32,7 @@ def rows(
             InstanceRow(
                 instance=iid,
                 node=node,
-                state=f"{unit.active}/{unit.sub}",
+                state=f"{STALE_PREFIX if stale else ''}{unit.active}/{unit.sub}",
                 placed=iid in placed_ids,
                 memory_bytes=unit.memory_bytes,
                 memory_max_bytes=unit.memory_max_bytes,

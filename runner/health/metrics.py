@@ -49,8 +49,8 @@ def render(health: ClusterHealth, *, placement_failures: int | None = None) -> s
     lines += _family(
         "edgejar_node_up",
         "gauge",
-        "1 when the node answered the last health poll over SSH, else 0.",
-        [({"node": n.node}, n.last_ok_age_s is not None and n.status != Status.UNAVAILABLE) for n in nodes],
+        "1 when the node answered the last health poll, else 0 (also while within the grace period).",
+        [({"node": n.node}, n.reachable) for n in nodes],
     )
     lines += _family(
         "edgejar_node_status",

@@ -133,6 +133,7 @@ class NodeHealth:
     maintenance: bool
     last_ok_age_s: float | None  # seconds since the last good sample (None: never)
     instances: tuple[InstanceRow, ...] = ()
+    reachable: bool = False  # the last poll got an answer over SSH
 
     @property
     def running(self) -> int:
@@ -146,6 +147,7 @@ class NodeHealth:
             "status": self.status.value,
             "reasons": list(self.reasons),
             "maintenance": self.maintenance,
+            "reachable": self.reachable,
             "last_ok_age_s": None if self.last_ok_age_s is None else round(self.last_ok_age_s, 3),
             "ram_gb": self.ram_gb,
             "memory": None

@@ -4,6 +4,7 @@ and hand their results back with call_from_thread."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -119,7 +120,8 @@ class MonitorApp(App[None]):
             return
         finally:
             self._polling = False
-        self.call_from_thread(self.show, health)
+        with contextlib.suppress(RuntimeError):  # the app exited while this poll ran
+            self.call_from_thread(self.show, health)
 
     def stale_after_s(self) -> float:
         return 2 * self.interval_s + self.service.poller.timeout_s

@@ -29,7 +29,7 @@ def health() -> ClusterHealth:
         InstanceRow('we"ird\\', "jetson", "failed/failed", True, None, None, 1),
     )
     nodes = (
-        NodeHealth("jetson", "10.0.0.11", Status.HEALTHY, (), sample, 64, 4, True, False, 0.0, rows),
+        NodeHealth("jetson", "10.0.0.11", Status.HEALTHY, (), sample, 64, 4, True, False, 0.0, rows, True),
         NodeHealth("rpi1", "10.0.0.12", Status.UNAVAILABLE, ("x",), None, 8, 1, False, False, None, ()),
     )
     return ClusterHealth(nodes, 1_700_000_000.0, 0.25)

@@ -82,6 +82,10 @@ async def _a_node_that_stops_answering_turns_unavailable_only_after_the_grace(tm
         assert cells(app, "#nodes")["rpi1"][2] == "UNAVAILABLE"
         assert cells(app, "#nodes")["rpi1"][6] == "12 s ago"  # last answer, shown as stale
         assert cells(app, "#instances")["rpi1/pi_solo"][2] == "not loaded"
+        poller.script["jetson"] = [lambda t: down("jetson", t)]
+        await poll(app, pilot)
+        assert cells(app, "#instances")["jetson/brain_a"][2] == "stale: active/running"
+        assert cells(app, "#nodes")["jetson"][5] == "0/4"  # not counted as running while unknown
         messages = [n.message for n in app._notifications]
         assert "rpi1: HEALTHY -> DEGRADED" in messages and "rpi1: DEGRADED -> UNAVAILABLE" in messages
 
