@@ -80,6 +80,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 
 def measure(inventory: Path, runs: int) -> dict[str, object]:
+    load_start = os.getloadavg()
     service = HealthService.from_inventory(inventory, Thresholds(grace_s=30), timeout_s=30)
     try:
         start = time.monotonic()
@@ -118,7 +119,8 @@ def measure(inventory: Path, runs: int) -> dict[str, object]:
         "ansible_setup_first_s": round(setup_first, 3),
         "ansible_setup_again_s": round(setup_again, 3),
         "ansible_rc": [rc1, rc2],
-        "load_avg": os.getloadavg(),
+        "load_start": [round(x, 1) for x in load_start],
+        "load_end": [round(x, 1) for x in os.getloadavg()],
     }
 
 
