@@ -29,7 +29,7 @@ def add_health_options(p: argparse.ArgumentParser, *, grace_default: float) -> N
         help=f"a node is UNAVAILABLE only after SSH failed for S seconds (default {grace_default:g})",
     )
     p.add_argument(
-        "--timeout", type=float, default=8.0, metavar="S", help="per-node poll timeout (default 8)"
+        "--timeout", type=float, default=10.0, metavar="S", help="per-node poll timeout (default 10)"
     )
     p.add_argument(
         "--mem-max",

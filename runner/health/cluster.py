@@ -49,7 +49,7 @@ class HealthService:
         thresholds: status.Thresholds,
         *,
         nodes: list[str] | None = None,
-        timeout_s: float = 8.0,
+        timeout_s: float = 10.0,
     ) -> HealthService:
         cluster = inventory.load(path)
         if nodes:

@@ -13,7 +13,7 @@ from runner.health.model import PollResult
 from runner.health.parse import ProbeError, parse
 from runner.health.targets import Target
 
-DEFAULT_TIMEOUT_S = 8.0
+DEFAULT_TIMEOUT_S = 10.0
 PROBE_COMMAND = ["python3", "-I", "-S", "-"]  # isolated, no site: stdlib only, faster start
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from runner.errors import EdgejarError
 from runner.health.targets import Target
 
-CONNECT_TIMEOUT_S = 3
+CONNECT_TIMEOUT_S = 5
 PERSIST_S = 120  # how long an idle master outlives its last use (the CLI's next run reuses it)
 SSH_UNREACHABLE = 255  # ssh's own exit status for connection, authentication and host-key failures
 
