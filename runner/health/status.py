@@ -81,7 +81,7 @@ def decide(
         down_for = max(0.0, now - link.failing_since)
         unavailable = down_for >= th.grace_s
         reasons.append(
-            f"unreachable for {down_for:.0f} s (grace {th.grace_s:.0f} s): {link.last_error or 'no answer'}"
+            f"unreachable for {down_for:.0f} s (grace {th.grace_s:g} s): {link.last_error or 'no answer'}"
         )
         status = Status.UNAVAILABLE if unavailable else Status.DEGRADED
     elif link.last_error is not None:

@@ -155,3 +155,10 @@ def test_runtime_dir_refuses_a_directory_open_to_others(monkeypatch, tmp_path):
 def test_help(command, capsys):
     assert main([command, "--help"]) == 0
     assert "--grace" in capsys.readouterr().out
+
+
+def test_grace_re_polls_an_unreachable_node_before_calling_it_unavailable(inv, runtime, capsys):
+    rc = main(["health", "-i", str(inv), "--node", "away", "--grace", "1.5", "--json"])
+    node = json.loads(capsys.readouterr().out)["nodes"][0]
+    assert rc == 1 and node["status"] == "UNAVAILABLE" and not node["reachable"]
+    assert re.match(r"unreachable for [12] s \(grace 1.5 s\)", node["reasons"][0])
