@@ -112,4 +112,10 @@ def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ansible_env() -> dict[str, str]:
     """Run Ansible with the repository's ansible.cfg and the venv's tools on PATH."""
     bin_dir = str(Path(sys.executable).parent)
-    return {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    return {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        # Facts are cached per host name: each test cluster keeps its own cache, so that parallel
+        # sessions (EDGEJAR_TEST_SIM_SLOT) and a developer's cluster never read each other's facts.
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(TEST_STATE_DIR / "ansible-facts"),
+    }
