@@ -24,23 +24,31 @@ from tests.integration.conftest import ROOT, Sim
 GRACE_S = 4.0
 INSTANCE = "hc-probe"
 UNIT = f"edgejar-instance@{INSTANCE}.service"
+UNIT_FILE = f"/run/systemd/system/{UNIT}"
 
 
 @pytest.fixture(scope="module")
 def service(sim: Sim) -> Iterator[HealthService]:
     svc = HealthService.from_inventory(sim.inventory, Thresholds(grace_s=GRACE_S), timeout_s=10)
-    # A stand-in instance unit (transient, so it leaves no unit file behind): the real runtime is not
-    # needed to see a unit's state and its memory against MemoryMax.
+    # A stand-in instance unit: the real runtime is not needed to see a unit's state and its memory against
+    # MemoryMax. An instance-specific unit file in /run wins over a deployed edgejar-instance@ template,
+    # and leaves nothing in /etc.
     started = svc.poller.run(
         "jetson",
-        ["sudo", "-n", "systemd-run", f"--unit={UNIT}", "-p", "MemoryMax=64M", "/bin/sleep", "infinity"],
-        timeout_s=30,
+        ["sudo", "-n", "sh", "-c", f"cat > {UNIT_FILE} && systemctl daemon-reload && systemctl start {UNIT}"],
+        stdin="[Unit]\nDescription=edgejar health test stand-in\n[Service]\nExecStart=/bin/sleep infinity\n"
+        "MemoryMax=64M\n",
+        timeout_s=60,
     )
     assert started.returncode == 0, started.stderr
     try:
         yield svc
     finally:
-        svc.poller.run("jetson", ["sudo", "-n", "systemctl", "stop", UNIT], timeout_s=30)
+        svc.poller.run(
+            "jetson",
+            ["sudo", "-n", "sh", "-c", f"systemctl stop {UNIT}; rm -f {UNIT_FILE}; systemctl daemon-reload"],
+            timeout_s=60,
+        )
         svc.close()
 
 
