@@ -4,12 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps test demo venv lint unit integration clean molecule sim-up sim-down sim-status deb-deps
+.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps
 
+# llama-cpp-python (the `node` extra) compiles llama.cpp the first time (about 6 minutes on 2 cores with
+# every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
+# per machine and version.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing edgejar and its tools (a first install compiles llama-cpp-python: several minutes)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e '.[dev,node]'
 	touch $@
 
 venv: $(STAMP)
@@ -28,6 +32,9 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+runtime: $(STAMP)
+	bash scripts/test.sh runtime
 
 integration: $(STAMP)
 	bash scripts/test.sh integration

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs edgejar's checks in stages and prints a pass/fail summary at the end.
-# Usage: scripts/test.sh [stage...]   (stages: lint unit integration molecule; default: all)
+# Usage: scripts/test.sh [stage...]   (stages: lint unit runtime integration molecule; default: all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint unit integration molecule)
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit runtime integration molecule)
 
 declare -a names results
 run() {  # run NAME CMD...
@@ -35,13 +35,17 @@ run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own co
 for stage in "${stages[@]}"; do
   case $stage in
     lint)
-      run ruff ruff check runner tests benchmarks
-      run ruff-format ruff format --check runner tests benchmarks
+      run ruff ruff check runner tests benchmarks playbooks/callback_plugins
+      run ruff-format ruff format --check runner tests benchmarks playbooks/callback_plugins
       run yamllint yamllint -s .
       run ansible-lint ansible-lint --profile production playbooks roles
       ;;
     unit)
       run_pytest unit-tests -q tests/unit
+      ;;
+    runtime)
+      # Real llama-cpp-python processes on loopback; here a missing llama_cpp is a failure, not a skip.
+      EDGEJAR_REQUIRE_LLAMA=1 run_pytest runtime-tests -q tests/runtime
       ;;
     integration)
       # The simulated cluster (python -m runner sim): its rootfs is built once and cached outside the
@@ -60,7 +64,7 @@ for stage in "${stages[@]}"; do
         echo "molecule runs on the simulated cluster, which needs root: skipped" >&2
         results+=("SKIP  molecule (not root)")
       else
-        run molecule molecule test
+        run molecule molecule test --all
       fi
       ;;
     *) echo "unknown stage: $stage" >&2; exit 2 ;;

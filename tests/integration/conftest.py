@@ -29,7 +29,7 @@ _SUFFIX = "" if SLOT < 0 else str(SLOT)
 TEST_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_SIM_DIR", f"/var/tmp/edgejar-sim-test{_SUFFIX}"))
 TEST_CONFIG = f"""\
 subnet: 10.231.{43 if SLOT < 0 else 50 + SLOT}.0/24
-bridge: {'ejtbr0' if SLOT < 0 else f'ejsbr{SLOT}'}
+bridge: {"ejtbr0" if SLOT < 0 else f"ejsbr{SLOT}"}
 prefix: ejt{_SUFFIX}
 repo_port: {8081 if SLOT < 0 else 8090 + SLOT}
 hosts:

@@ -39,7 +39,9 @@ class Run:
             if e["event"] in ("runner_on_failed", "runner_on_unreachable"):
                 d = e["event_data"]
                 res = d.get("res", {})
-                out.setdefault(d["host"], f"{d.get('task')}: {res.get('msg', '')} {res.get('stderr', '')}".strip())
+                out.setdefault(
+                    d["host"], f"{d.get('task')}: {res.get('msg', '')} {res.get('stderr', '')}".strip()
+                )
         return out
 
     def failures(self) -> dict[str, dict[str, Any]]:
@@ -81,7 +83,12 @@ def provision(sim: Sim, runner_dir: Path, name: str, extravars: Mapping[str, Any
 
 
 def playbook(
-    sim: Sim, runner_dir: Path, name: str, book: str, extravars: Mapping[str, Any] | None = None, **kwargs: Any
+    sim: Sim,
+    runner_dir: Path,
+    name: str,
+    book: str,
+    extravars: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> tuple[Run, str]:
     """Any playbook of playbooks/ on the simulated cluster: its Run and its output (with the summary)."""
     kwargs.setdefault("inventory", str(sim.inventory))
@@ -97,7 +104,9 @@ def playbook(
     return Run.of(r), r.stdout.read()
 
 
-def shell(sim: Sim, runner_dir: Path, name: str, command: str, hosts: str = "edgejar_nodes") -> dict[str, str]:
+def shell(
+    sim: Sim, runner_dir: Path, name: str, command: str, hosts: str = "edgejar_nodes"
+) -> dict[str, str]:
     """host -> stdout of a shell command run as root on the simulated hosts (must succeed everywhere)."""
     r = ansible_runner.run(
         private_data_dir=str(private_dir(runner_dir, name)),

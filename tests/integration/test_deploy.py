@@ -38,7 +38,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model() -> Path:
     out = subprocess.run(
-        [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "runner", "model", "tiny"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return Path(out.stdout.split()[1] if len(out.stdout.split()) > 1 else ROOT / "models" / TINY)
 
@@ -49,7 +53,16 @@ def placed(sim: Sim, runner_dir: Path, tiny_model: Path) -> dict[str, list[str]]
     prov = runs.provision(sim, runner_dir, "deploy-provision", runs.SIM_VARS)
     assert prov.status == "successful", (prov.stats, prov.failures())
     out = subprocess.run(
-        [sys.executable, "-m", "runner", "place", "-i", str(sim.inventory), "experiments/split_brain.yml", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "place",
+            "-i",
+            str(sim.inventory),
+            "experiments/split_brain.yml",
+            "--json",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -100,7 +113,9 @@ def test_deploy_runs_everywhere_then_is_idempotent(deployed: tuple[Run, Run, Run
     assert not second.stats.get("changed"), second.stats["changed"]
 
 
-def test_runtime_is_importable_from_the_node_venv(sim: Sim, runner_dir: Path, deployed: tuple[Run, Run, Run]) -> None:
+def test_runtime_is_importable_from_the_node_venv(
+    sim: Sim, runner_dir: Path, deployed: tuple[Run, Run, Run]
+) -> None:
     out = runs.shell(
         sim,
         runner_dir,
@@ -153,7 +168,9 @@ def test_a_damaged_model_is_replaced_and_only_there(
 ) -> None:
     victim = sorted(placed)[0]
     runs.shell(sim, runner_dir, "deploy-damage", f"truncate -s 1000 {MODELS_DIR}/{TINY}", hosts=victim)
-    run, _ = runs.playbook(sim, runner_dir, "deploy-repair", "deploy.yml", {"edgejar_code_src_dir": str(project)})
+    run, _ = runs.playbook(
+        sim, runner_dir, "deploy-repair", "deploy.yml", {"edgejar_code_src_dir": str(project)}
+    )
     assert run.status == "successful", run.errors()
     assert set(run.stats.get("changed", {})) == {victim}, run.stats
     pushed = run.results("Verify the delivered model's checksum")
