@@ -52,13 +52,15 @@ def close_masters(state: StateDir) -> None:
             )
 
 
-def play(inventory: Path, playbook: Path, config: Path) -> tuple[float, dict[str, int]]:
+def play(
+    inventory: Path, playbook: Path, config: Path, extra: list[str] | None = None
+) -> tuple[float, dict[str, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env["ANSIBLE_CONFIG"] = str(config)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     start = time.monotonic()
     proc = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(playbook)],
+        ["ansible-playbook", "-i", str(inventory), str(playbook), *(extra or [])],
         env=env,
         cwd=ROOT,
         capture_output=True,
