@@ -62,6 +62,7 @@ class MonitorApp(App[None]):
         prom: Path | None = None,
         wall_clock: Callable[[], float] = time.time,
         follow_logs: bool = True,
+        reload_inventory_s: float = 30.0,
     ) -> None:
         super().__init__()
         self.service = service
@@ -69,6 +70,8 @@ class MonitorApp(App[None]):
         self.prom = prom
         self.wall_clock = wall_clock
         self.follow_logs = follow_logs
+        self.reload_inventory_s = reload_inventory_s
+        self._inventory_read = time.monotonic()  # the service was just built from it
         self.health: ClusterHealth | None = None
         self.poll_count = 0
         self.last_poll_done: float | None = None  # monotonic
@@ -110,17 +113,30 @@ class MonitorApp(App[None]):
 
     @work(thread=True, group="poll")
     def poll_worker(self) -> None:
+        problems: list[str] = []
         try:
             with self._lock:
+                if time.monotonic() - self._inventory_read >= self.reload_inventory_s:
+                    self._inventory_read = time.monotonic()
+                    try:  # new placements, maintenance flags set elsewhere
+                        self.service.reload_inventory()
+                    except EdgejarError as exc:
+                        problems.append(f"inventory not re-read (keeping the last one): {exc}")
                 health = self.service.poll()
             if self.prom is not None:
-                metrics.write(self.prom, metrics.render(health))
+                try:
+                    metrics.write(self.prom, metrics.render(health))
+                except (OSError, EdgejarError) as exc:
+                    problems.append(f"metrics not written: {exc}")
         except Exception as exc:  # a poll must never take the UI down
-            self.call_from_thread(self.notify, f"poll failed: {exc}", severity="error")
+            with contextlib.suppress(RuntimeError):
+                self.call_from_thread(self.notify, f"poll failed: {exc}", severity="error")
             return
         finally:
             self._polling = False
         with contextlib.suppress(RuntimeError):  # the app exited while this poll ran
+            for problem in problems:
+                self.call_from_thread(self.notify, problem, severity="warning")
             self.call_from_thread(self.show, health)
 
     def stale_after_s(self) -> float:

@@ -170,3 +170,22 @@ def test_maintenance_is_written_to_host_vars_and_shown(tmp_path):
 
 def test_action_without_selection_only_warns(tmp_path):
     asyncio.run(_action_without_selection_only_warns(tmp_path))
+
+
+async def _new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path):
+    app, _, _ = make_app(tmp_path)
+    app.reload_inventory_s = 0  # re-read the inventory before every poll
+    (tmp_path / "a-file").write_text("")
+    app.prom = tmp_path / "a-file" / "edgejar.prom"  # cannot be written
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_polls(app, pilot, 1)
+        (tmp_path / "host_vars" / "rpi1" / "placement.yml").write_text(
+            '{"edgejar_instances": [{"id": "new_one"}]}'
+        )
+        await poll(app, pilot)
+        assert "rpi1/new_one" in cells(app, "#instances")
+        assert any("metrics not written" in n.message for n in app._notifications)
+
+
+def test_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path):
+    asyncio.run(_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path))
