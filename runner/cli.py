@@ -16,6 +16,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.place",
     "runner.commands.health",
     "runner.commands.monitor",
+    "runner.commands.up",
+    "runner.commands.down",
+    "runner.commands.collect",
+    "runner.commands.results",
     "runner.modelfile.cli",
     "runner.sim.cli",
 )

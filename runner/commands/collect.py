@@ -1,0 +1,47 @@
+"""`python -m runner collect`: fetch every node's records and logs, merge them per experiment, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runner import ansible_bridge
+from runner.commands.common import add_inventory, inventory_path
+from runner.commands.results import add_results_dir, show
+from runner.commands.up import add_extra_vars, extra_vars
+from runner.errors import EdgejarError, InputError
+
+COLLECT_PLAYBOOK = "collect.yml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="fetch records and logs from every node, merge them, print the summary",
+        description="Run playbooks/collect.yml (a consistent snapshot of each node's records database and "
+        "its instances' journal, fetched and merged into results/<experiment>/results.sqlite3 with the "
+        "node on every row; collecting again adds nothing twice), then print the summary. A node that "
+        "cannot be reached is named and the others are collected (exit 1).",
+    )
+    add_inventory(p)
+    add_results_dir(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    add_extra_vars(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.results.exists() and not args.results.is_dir():
+        raise InputError(f"--results {args.results}: not a directory")
+    extra = {"edgejar_collect_results_dir": str(args.results.resolve()), **extra_vars(args.extra_var)}
+    ansible_bridge.playbook_path(COLLECT_PLAYBOOK)
+    print(f"==> {COLLECT_PLAYBOOK}", file=sys.stderr)
+    result = ansible_bridge.run_playbook(COLLECT_PLAYBOOK, inventory_path(args), extravars=extra)
+    print(file=sys.stderr)
+    show(args.results, None, args.json)
+    try:
+        result.raise_for_failures()
+    except EdgejarError as exc:
+        print(f"\ncollect: the others were collected; {exc}", file=sys.stderr)
+        return exc.exit_status
+    return 0

@@ -1,0 +1,104 @@
+"""`python -m runner up EXPERIMENT_FILE...`: place, deploy and launch in one command.
+
+Place is `runner place` (same options, same output, same exit 2 on bad input, nothing written then);
+deploy.yml and launch.yml run through ansible-runner with a per-host progress display. A host that fails
+or cannot be reached makes the command exit 1, naming the hosts and the reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner import ansible_bridge
+from runner.commands import place
+from runner.commands.common import add_inventory, inventory_path
+from runner.errors import InputError
+from runner.experiment import load_files
+from runner.placement.policies import POLICIES
+
+PLAYBOOKS = ("deploy.yml", "launch.yml")
+
+
+def add_extra_vars(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-e",
+        "--extra-var",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an Ansible extra variable for the playbooks (VALUE is read as YAML; repeatable)",
+    )
+
+
+def extra_vars(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key.isidentifier():
+            raise InputError(f"-e {value}: expected KEY=VALUE with KEY a variable name")
+        try:
+            out[key] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise InputError(f"-e {value}: VALUE is not valid YAML ({exc})") from None
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "up",
+        help="place, deploy and launch experiments (one command)",
+        description="Place the experiments' instances (as `place`), then run playbooks/deploy.yml and "
+        "playbooks/launch.yml with a per-host progress display. Exit status: 0 all hosts done, 1 a host "
+        "failed or was unreachable (named, with the reason), 2 bad input (nothing written).",
+    )
+    add_inventory(p)
+    p.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT_FILE")
+    p.add_argument("--policy", default="score", choices=sorted(POLICIES), help="placement objective")
+    p.add_argument("--pin", action="append", default=[], metavar="ID=NODE", help="pin an instance to a node")
+    p.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep instances off a node")
+    p.add_argument("--rebalance", action="store_true", help="re-score everything instead of keeping put")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="bound on the exact search (s)")
+    p.add_argument(
+        "--skip-deploy", action="store_true", help="place and launch only (code and models as they are)"
+    )
+    add_extra_vars(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    extra = extra_vars(args.extra_var)
+    missing = [str(f) for f in args.experiments if not f.is_file()]
+    if missing:
+        raise InputError(f"experiment file(s) not found: {', '.join(missing)}")
+    load_files(args.experiments)  # bad input exits 2 before any playbook is looked for
+    for name in PLAYBOOKS:
+        ansible_bridge.playbook_path(name)  # before anything is written
+    inventory = inventory_path(args)
+    place_args = argparse.Namespace(
+        inventory=inventory,
+        experiments=args.experiments,
+        policy=args.policy,
+        pin=args.pin,
+        exclude=args.exclude,
+        rebalance=args.rebalance,
+        explain=False,
+        dry_run=False,
+        json=False,
+        timeout=args.timeout,
+    )
+    print("==> place", file=sys.stderr)
+    place.run(place_args)
+    for name in PLAYBOOKS:
+        if name == "deploy.yml" and args.skip_deploy:
+            continue
+        print(f"\n==> {name}", file=sys.stderr)
+        ansible_bridge.run_playbook(name, inventory, extravars=extra).raise_for_failures()
+    print(
+        "\nup: placed, deployed and launched; `python -m runner collect` fetches the results", file=sys.stderr
+    )
+    return 0
