@@ -18,26 +18,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "down",
         help="stop experiment instances (all by default)",
         description="Run playbooks/stop.yml: every instance unit is stopped gracefully (SIGTERM, the life "
-        "ends as `stopped`), or only those of --experiment / --instance. Exit 1 names hosts that failed.",
+        "ends as `stopped`; units disabled), or only --experiment's or --instance. Exit 1 names hosts that "
+        "failed or were unreachable; 2 bad input.",
     )
     add_inventory(p)
-    p.add_argument("--experiment", action="append", default=[], metavar="NAME", help="only this experiment")
-    p.add_argument("--instance", action="append", default=[], metavar="ID", help="only this instance")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--experiment", metavar="NAME", help="only this experiment's instances")
+    which.add_argument("--instance", metavar="ID", help="only this instance")
     add_extra_vars(p)
     p.set_defaults(func=run)
 
 
-def selection(experiments: list[str], instances: list[str]) -> dict[str, list[str]]:
-    """stop.yml's selection variables (none: every instance)."""
-    for value in [*experiments, *instances]:
-        if not value or not all(c.isalnum() or c in "_.-" for c in value):
+def selection(experiment: str | None, instance: str | None) -> dict[str, object]:
+    """stop.yml's selection variables: exactly one of edgejar_stop_{instance,experiment,all}."""
+    for value in (experiment, instance):
+        if value is not None and (not value or not all(c.isalnum() or c in "_.-" for c in value)):
             raise InputError(f"{value!r}: experiment and instance names are letters, digits, _ . -")
-    out: dict[str, list[str]] = {}
-    if experiments:
-        out["edgejar_stop_experiments"] = experiments
-    if instances:
-        out["edgejar_stop_instances"] = instances
-    return out
+    if instance:
+        return {"edgejar_stop_instance": instance}
+    if experiment:
+        return {"edgejar_stop_experiment": experiment}
+    return {"edgejar_stop_all": True}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,18 @@ def run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     print("==> place", file=sys.stderr)
+    t0 = time.monotonic()
     place.run(place_args)
+    timings = {"place": time.monotonic() - t0}
     for name in PLAYBOOKS:
         if name == "deploy.yml" and args.skip_deploy:
             continue
         print(f"\n==> {name}", file=sys.stderr)
-        ansible_bridge.run_playbook(name, inventory, extravars=extra).raise_for_failures()
-    print(
-        "\nup: placed, deployed and launched; `python -m runner collect` fetches the results", file=sys.stderr
-    )
+        t0 = time.monotonic()
+        result = ansible_bridge.run_playbook(name, inventory, extravars=extra)
+        timings[name] = time.monotonic() - t0
+        result.raise_for_failures()
+    spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
+    print(f"\nup: placed, deployed, launched (seconds: {spent})", file=sys.stderr)
+    print("up: `python -m runner collect` fetches the results", file=sys.stderr)
     return 0

@@ -35,6 +35,7 @@ SNAPSHOT = "records.sqlite3"
 JOURNAL = "journal.json"
 UNIT_RE = re.compile(r"^edgejar-instance@(.+)\.service$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+TABLE_NAMES = tuple(t for t in records.TABLES if t != "meta")  # what a results database merges
 LOGS_DDL = """node TEXT NOT NULL, instance_id TEXT NOT NULL, cursor TEXT NOT NULL, at REAL NOT NULL,
     priority INTEGER, message TEXT NOT NULL, UNIQUE (node, cursor)"""
 
