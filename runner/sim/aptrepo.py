@@ -2,8 +2,8 @@
 
 It holds stand-ins for the vendor packages of the real boards (L4T core and tools, JetPack and a CUDA
 toolkit whose `nvcc` is a stub, Raspberry Pi EEPROM and firmware tools), built with dpkg-deb, and real
-Debian packages (htop, tmux, git, libgomp1 and their missing dependencies, downloaded with the rootfs), so that
-provisioning's `apt` tasks run for real on hosts that have no internet access. It is a flat repository
+Debian packages (htop, tmux, git, libgomp1 and their missing dependencies, downloaded with the rootfs), so
+that provisioning's `apt` tasks run for real on hosts that have no internet access. It is a flat repository
 (`deb [trusted=yes] http://<bridge>:<port> ./`), built once per recipe into the cache directory.
 """
 

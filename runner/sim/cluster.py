@@ -103,7 +103,7 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
     write_known_hosts(state, known)
     for h in cfg.hosts:
         host.boot(state, cfg, h)
-    deadline = time.monotonic() + host.BOOT_TIMEOUT
+    deadline = time.monotonic() + host.boot_timeout(len(cfg.hosts))
     for h in cfg.hosts:
         host.wait_until_up(state, cfg, h, deadline)
     bad = [f"{h.name}: {msg}" for h, ok, msg in check_ssh(cfg, state) if not ok]

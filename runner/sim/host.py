@@ -34,7 +34,13 @@ from runner.sim.rootfs import Rootfs
 from runner.sim.state import StateDir
 from runner.sim.system import children, is_same_process, log, run, signal_pid, start_time, wait_gone
 
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 120.0  # seconds for the first hosts; more hosts boot in parallel on the same cores
+BOOT_TIMEOUT_PER_EXTRA_HOST = 20.0  # added for every host beyond the fourth
+
+
+def boot_timeout(n_hosts: int) -> float:
+    """How long `sim up` waits for all hosts' sshd: boots share the CPU, so it grows with the count."""
+    return BOOT_TIMEOUT + BOOT_TIMEOUT_PER_EXTRA_HOST * max(0, n_hosts - 4)
 SSH_PORT = 22
 
 
@@ -213,7 +219,8 @@ def wait_until_up(state: StateDir, cfg: SimConfig, host: HostSpec, deadline: flo
             break
         if time.monotonic() > deadline:
             raise EdgejarError(
-                f"host {host.name}: SSH did not come up within {BOOT_TIMEOUT:.0f} s:\n{console_tail(f)}"
+                f"host {host.name}: SSH did not come up within {boot_timeout(len(cfg.hosts)):.0f} s "
+                f"(a loaded machine boots slowly; retry):\n{console_tail(f)}"
             )
         time.sleep(0.2)
     kids = children(pid)
