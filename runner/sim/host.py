@@ -41,6 +41,8 @@ BOOT_TIMEOUT_PER_EXTRA_HOST = 20.0  # added for every host beyond the fourth
 def boot_timeout(n_hosts: int) -> float:
     """How long `sim up` waits for all hosts' sshd: boots share the CPU, so it grows with the count."""
     return BOOT_TIMEOUT + BOOT_TIMEOUT_PER_EXTRA_HOST * max(0, n_hosts - 4)
+
+
 SSH_PORT = 22
 
 
