@@ -62,9 +62,14 @@ def test_a_peer_restart_is_reconnected() -> None:
         for round_ in range(2):
             b = Peers("127.0.0.1", pb, (), _hello("b"))
             b.start()
-            a.send(["b"], {"v": 1, "type": "thought", "from": "a", "text": f"r{round_}"})
-            got = [m for m in _collect(b, 2) if m["type"] == "thought"]
-            assert [m["text"] for m in got] == [f"r{round_}"]
+            # A send racing the old connection's teardown may be lost (documented in docs/runtime.md):
+            # the reconnect is what is tested, so send until one arrives, within a bound.
+            got: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 20
+            while not got and time.monotonic() < deadline:
+                a.send(["b"], {"v": 1, "type": "thought", "from": "a", "text": f"r{round_}"})
+                got = [m for m in _collect(b, 1, bound=1.0) if m["type"] == "thought"]
+            assert got and {m["text"] for m in got} == {f"r{round_}"}
             b.close(flush_s=0)
     finally:
         a.close(flush_s=0)
