@@ -58,10 +58,11 @@ INV=$($PY -m runner sim inventory)
 $PY -m runner sim status
 
 step "provision (packages, service user, venv, llama-cpp-python from the controller's wheelhouse)"
-# The sim's hosts have no internet: the base package list is what its local APT repository has.
+# The sim's hosts have no internet: the base package list is what its local APT repository has; they are
+# all x86_64 (the Jetson's nvcc is a stub), so all take the controller's CPU build of llama-cpp-python.
 phase_start
 ansible-playbook -i "$INV" playbooks/provision.yml \
-  -e '{"edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"], "edgejar_swap_size_mb": 64}'
+  -e '{"edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"], "edgejar_swap_size_mb": 64, "edgejar_llama_flavour": "cpu"}'
 phase_end provision
 
 step "demo-sized copies of the four seed experiments (experiments/demo/, generated)"

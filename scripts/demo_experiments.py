@@ -31,6 +31,17 @@ HEADER = (
 )
 
 
+class IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (and the seed files) want."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return yaml.dump(doc, Dumper=IndentedDumper, sort_keys=False, width=110)
+
+
 def demo_copy(seed: dict[str, Any], model: str, cycles: int) -> dict[str, Any]:
     doc = {k: v for k, v in seed.items() if k not in MEMORY_KEYS}
     doc.update(model=model, cycles=cycles, n_ctx=512, max_tokens=min(int(seed.get("max_tokens", 64)), 48))
@@ -67,9 +78,7 @@ def main(argv: list[str]) -> int:
     for name in SEEDS:
         seed = yaml.safe_load((ROOT / "experiments" / f"{name}.yml").read_text())
         target = OUT / f"{name}.yml"
-        text = HEADER.format(name=name, cycles=cycles) + yaml.safe_dump(
-            demo_copy(seed, model, cycles), sort_keys=False, width=110
-        )
+        text = HEADER.format(name=name, cycles=cycles) + dump(demo_copy(seed, model, cycles))
         target.write_text(text)
         print(target.relative_to(ROOT))
     for path, text in host_vars(inventory, catalog).items():
