@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.health",
     "runner.commands.monitor",
     "runner.commands.up",
+    "runner.commands.failover",
     "runner.commands.down",
     "runner.commands.collect",
     "runner.commands.results",
