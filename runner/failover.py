@@ -206,7 +206,7 @@ def apply(
     inventory_path: Path,
     *,
     extravars: Mapping[str, Any] | None = None,
-    run_playbook: RunPlaybook = ansible_bridge.run_playbook,
+    run_playbook: RunPlaybook | None = None,
     out: TextIO | None = None,
 ) -> Outcome:
     """Write the placement files, then deploy.yml and launch.yml on the live nodes, with per-host progress
@@ -216,6 +216,7 @@ def apply(
         return Outcome((), (), {})
     for name in PLAYBOOKS:
         ansible_bridge.playbook_path(name)  # before anything is written
+    run_playbook = run_playbook or ansible_bridge.run_playbook
     written = tuple(atomic.write_all(the_plan.files))
     failed: dict[str, str] = {}
     results = []
@@ -253,7 +254,7 @@ class Failover:
     root: Path = field(default_factory=requirements.project_root)
     extravars: Mapping[str, Any] = field(default_factory=dict)
     policy: str = "score"
-    run_playbook: RunPlaybook = ansible_bridge.run_playbook
+    run_playbook: RunPlaybook | None = None  # None: ansible_bridge.run_playbook
 
     def plan(self, dead: Sequence[str]) -> Plan:
         return plan(inventory.load(self.inventory_path), dead, self.root, policy=self.policy)
