@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO, cast
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Log, Static
 
+from runner import failover as fo
 from runner.errors import EdgejarError
 from runner.health import metrics
 from runner.health.cluster import ClusterHealth, HealthService
@@ -50,6 +52,7 @@ class MonitorApp(App[None]):
         Binding("r", "instance('restart')", "Restart instance"),
         Binding("s", "instance('stop')", "Stop instance"),
         Binding("m", "maintenance", "Maintenance"),
+        Binding("f", "failover", "Fail over node"),
         Binding("p", "poll_now", "Poll now"),
         Binding("q", "quit", "Quit"),
     ]
@@ -63,6 +66,7 @@ class MonitorApp(App[None]):
         wall_clock: Callable[[], float] = time.time,
         follow_logs: bool = True,
         reload_inventory_s: float = 30.0,
+        failover: fo.Failover | None = None,
     ) -> None:
         super().__init__()
         self.service = service
@@ -71,6 +75,11 @@ class MonitorApp(App[None]):
         self.wall_clock = wall_clock
         self.follow_logs = follow_logs
         self.reload_inventory_s = reload_inventory_s
+        self.failover = failover or fo.Failover(service.cluster.inventory)
+        self.placement_failures = (
+            0  # instances a fail over could not place (edgejar_placement_failures_total)
+        )
+        self._failing_over = False
         self._inventory_read = time.monotonic()  # the service was just built from it
         self.health: ClusterHealth | None = None
         self.poll_count = 0
@@ -125,7 +134,8 @@ class MonitorApp(App[None]):
                 health = self.service.poll()
             if self.prom is not None:
                 try:
-                    metrics.write(self.prom, metrics.render(health))
+                    text = metrics.render(health, placement_failures=self.placement_failures)
+                    metrics.write(self.prom, text)
                 except (OSError, EdgejarError) as exc:
                     problems.append(f"metrics not written: {exc}")
         except Exception as exc:  # a poll must never take the UI down
@@ -350,3 +360,122 @@ class MonitorApp(App[None]):
             return
         self.call_from_thread(self.notify, f"{node}: node_maintenance: {str(on).lower()} in {path}")
         self.call_from_thread(self.show, health)
+
+    # --- fail over ---------------------------------------------------------------------------------
+    def action_failover(self) -> None:
+        node = self.selected_node()
+        if node is None or self.health is None:
+            self.notify("select a node first", severity="warning")
+            return
+        state = self.health.by_name()[node].status
+        if state != Status.UNAVAILABLE:
+            self.notify(
+                f"{node} is {state.value}: only an UNAVAILABLE node is failed over", severity="warning"
+            )
+            return
+        if self._failing_over:
+            self.notify("a fail over is already running", severity="warning")
+            return
+        self._failing_over = True
+        self.failover_plan_worker(node)
+
+    @work(thread=True, group="action")
+    def failover_plan_worker(self, node: str) -> None:
+        """Plan (reads the inventory and the experiment files, writes nothing), then ask on the UI thread."""
+        try:
+            with self._lock:
+                plan = self.failover.plan([node])
+        except fo.FailoverInfeasible as exc:
+            self.placement_failures += len(exc.unplaced)
+            self._failing_over = False
+            self.call_from_thread(self.log_failover, [f"fail over {node}: {exc}"])
+            self.call_from_thread(self.notify, f"fail over {node}: no room elsewhere", severity="error")
+            return
+        except Exception as exc:  # bad files, unreadable inventory: shown, never fatal to the monitor
+            self._failing_over = False
+            self.call_from_thread(self.notify, f"fail over {node}: {exc}", severity="error")
+            return
+        if not plan.needed:
+            self._failing_over = False
+            self.call_from_thread(self.notify, f"fail over {node}: no instances there, nothing to move")
+            return
+        self.call_from_thread(self.confirm_failover, plan)
+
+    def confirm_failover(self, plan: fo.Plan) -> None:
+        lines = plan.describe()
+        shown = lines[:4] + ([f"... and {len(lines) - 4} more"] if len(lines) > 4 else [])
+        question = (
+            f"Fail over {', '.join(plan.dead)}?\n"
+            + "\n".join(shown)
+            + f"\n(deploy + launch on {', '.join(plan.live)})"
+        )
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                self._failing_over = False
+                return
+            self.log_failover([f"fail over {', '.join(plan.dead)}:", *lines])
+            self.failover_worker(plan)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    def log_failover(self, lines: list[str]) -> None:
+        """The log pane shows the fail over instead of a journal (UI thread)."""
+        self.stop_journal()
+        self._journal_for = None
+        self.log_pane.clear()
+        self.log_pane.border_title = "fail over"
+        for line in lines:
+            self.log_pane.write_line(line)
+
+    @work(thread=True, group="action")
+    def failover_worker(self, plan: fo.Plan) -> None:
+        """Write the placement, deploy and launch on the live nodes; per-host progress in the log pane."""
+        out = LogStream(lambda line: self.call_from_thread(self.log_pane.write_line, line))
+        try:
+            outcome = self.failover.apply(plan, out=cast(TextIO, out))
+        except Exception as exc:
+            self.call_from_thread(
+                self.notify, f"fail over {', '.join(plan.dead)} failed: {exc}", severity="error"
+            )
+            self.call_from_thread(self.log_pane.write_line, f"fail over failed: {exc}")
+            return
+        finally:
+            self._failing_over = False
+            out.flush()
+        with contextlib.suppress(EdgejarError), self._lock:
+            self.service.reload_inventory()  # the new placement
+        dead = ", ".join(plan.dead)
+        if outcome.ok:
+            moved = ", ".join(f"{m.instance} -> {m.target}" for m in plan.moves)
+            self.call_from_thread(self.notify, f"fail over {dead}: done ({moved})")
+            self.call_from_thread(self.log_pane.write_line, f"fail over {dead}: done")
+        else:
+            message = fo.failure_message(outcome)
+            self.call_from_thread(self.notify, message, severity="error")
+            for line in message.splitlines():
+                self.call_from_thread(self.log_pane.write_line, line)
+        self.call_from_thread(self.trigger_poll)
+
+
+class LogStream:
+    """A text stream for the playbooks' progress: each complete line goes to `emit` (the log pane)."""
+
+    def __init__(self, emit: Callable[[str], object]) -> None:
+        self.emit = emit
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            self.emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buffer:
+            line, self._buffer = self._buffer, ""
+            self.emit(line)
+
+    def isatty(self) -> bool:
+        return False
