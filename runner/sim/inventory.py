@@ -23,7 +23,8 @@ from runner.sim.state import StateDir
 TOP_GROUP = "edgejar_nodes"
 HEADER = (
     "# Inventory of the simulated edgejar cluster, written by `python -m runner sim up`; do not edit.\n"
-    "# Same groups and group_vars as the repository's `inventory`; only addresses, user and keys differ.\n"
+    "# Same groups and group_vars as the repository's `inventory`; only addresses, user and keys differ,\n"
+    "# and edgejar_llama_flavour is cpu on every host (all x86_64; the sim Jetson has no real CUDA).\n"
 )
 
 
@@ -50,6 +51,9 @@ def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
                     "ansible_control_path_dir": str(state.control_dir),
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "edgejar_sim_memory_mib": h.memory_mib,
+                    # Every sim host is x86_64 and the sim Jetson's nvcc is a stub: llama-cpp-python is
+                    # built for the CPU, once, on the controller (roles/edgejar_llama), for all of them.
+                    "edgejar_llama_flavour": "cpu",
                 }
                 for h in members
             }
