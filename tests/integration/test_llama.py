@@ -17,7 +17,6 @@ run forces CPU flavours (a sim limitation; the real default for a Jetson is cuda
 from __future__ import annotations
 
 import io
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,6 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
         "edgejar_llama_build_pip_args": ["--no-index"],  # the sim hosts have no package index
         "edgejar_llama_flavour_by_kind": PROBE_FLAVOURS,
         "edgejar_llama_node_wheelhouse": "/opt/edgejar/wheelhouse-probe",
-        "edgejar_llama_apt_packages": [],  # ejprobe needs no libgomp1 (not in the sim's APT repository)
     }
 
 
@@ -114,7 +112,7 @@ def play(
     r = ansible_runner.run(
         private_data_dir=str(private_dir(runner_dir, name)),
         project_dir=str(PLAYBOOKS),
-        playbook=playbook,
+        playbook="llama.yml",
         inventory=str(sim.inventory),
         envvars=ansible_env(),
         extravars={**SIM_VARS, **extravars},
@@ -264,38 +262,14 @@ def test_a_failed_build_keeps_its_log(
     assert "has no wheel for ejmissing==9" in failed["rpi2"]["msg"], failed["rpi2"]
 
 
-def libgomp_deb(directory: Path) -> Path:
-    """The controller's libgomp1 package (Debian bookworm, like the sim hosts), downloaded with apt.
-
-    The sim's APT repository has no libgomp1, which llama.cpp needs at run time: the test installs it
-    from the controller (see playbooks/llama_sim_debs.yml); the role's own apt task then finds it there.
-    """
-    r = subprocess.run(
-        ["apt-get", "download", "libgomp1"], cwd=directory, capture_output=True, text=True, check=False
-    )
-    debs = sorted(directory.glob("libgomp1_*.deb")) or sorted(
-        Path("/var/cache/apt/archives").glob("libgomp1_*.deb")
-    )
-    if not debs:
-        pytest.fail(f"cannot get libgomp1's .deb on the controller (apt-get download: {r.stderr.strip()})")
-    return debs[0]
-
-
 # --- the real node runtime: llama-cpp-python from the controller's build ------------------------------
 
 
 @pytest.fixture(scope="session")
-def llama(
-    sim: Sim, runner_dir: Path, tmp_path_factory: pytest.TempPathFactory, probe: dict[str, Any]
-) -> dict[str, Any]:
+def llama(sim: Sim, runner_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The default packages (llama-cpp-python 0.3.36 ...), all hosts on the controller's key: two runs,
     a --check run, then an import of llama_cpp on every node."""
-    tmp = tmp_path_factory.mktemp("llama-real")
-    wheelhouse = tmp / "wheelhouse"
-    prep = play(
-        sim, runner_dir, "llama-real-debs", {"llama_sim_debs": [str(libgomp_deb(tmp))]}, "llama_sim_debs.yml"
-    )
-    assert prep.status == "successful", (prep.stats, prep.failures())
+    wheelhouse = tmp_path_factory.mktemp("llama-real") / "wheelhouse"
     # Sim limitation: no CUDA build can run on the simulated Jetson (stub nvcc, x86_64): CPU everywhere.
     extravars = {"edgejar_llama_wheelhouse": str(wheelhouse), "edgejar_llama_flavour": "cpu"}
     first = play(sim, runner_dir, "llama-real-1", extravars)
