@@ -48,13 +48,14 @@ class HostProgress:
 
 
 def reason_of(res: Mapping[str, Any]) -> str:
-    """A short reason from a module result: its msg, else the end of stderr or stdout."""
-    for key in ("msg", "stderr", "stdout", "module_stderr"):
-        value = res.get(key)
-        if value:
-            text = " ".join(str(value).split())
-            return text if len(text) <= REASON_CHARS else "..." + text[-REASON_CHARS:]
-    return "no message"
+    """A short reason from a module result: its msg, and the end of stderr (or stdout) when there is one."""
+    parts = [str(res[k]) for k in ("msg",) if res.get(k)]
+    for key in ("stderr", "module_stderr", "stdout"):
+        if res.get(key):
+            parts.append(str(res[key]))
+            break
+    text = " ".join(" ".join(parts).split()) or "no message"
+    return text if len(text) <= REASON_CHARS else "..." + text[-REASON_CHARS:]
 
 
 @dataclass
