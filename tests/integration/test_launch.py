@@ -208,7 +208,7 @@ def test_units_are_hardened_and_limited(
         "launch-props",
         f"systemctl show -p User,MemoryLimit,MemoryMax,NoNewPrivileges,ProtectSystem,PrivateTmp,ReadWritePaths,"
         f"RestartUSec,StartLimitBurst,RestartPreventExitStatus {UNIT.format(iid)}; "
-        f"ps -o user= -p $(systemctl show -p MainPID --value {UNIT.format(iid)})",
+        f"stat -c %U /proc/$(systemctl show -p MainPID --value {UNIT.format(iid)})",
         hosts="host",
     )["host"]
     props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
