@@ -23,9 +23,8 @@ import pytest
 import yaml
 
 from tests.integration import runs
-from tests.integration.conftest import PLAYBOOKS, ROOT, Sim
+from tests.integration.conftest import ROOT, Sim
 from tests.integration.runs import Run
-from tests.integration.test_llama import libgomp_deb
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +32,6 @@ HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 EXPERIMENTS = ("split_brain", "panopticon")
 PINS = ("--pin", "split_brain_B=host")
 UNIT = "edgejar-instance@{}.service"
-# Sim limitation: the simulated hosts are x86_64 (the Jetson's nvcc is a stub): CPU builds of
-# llama-cpp-python everywhere, from the controller's wheelhouse.
-PROVISION_VARS: dict[str, Any] = {**runs.SIM_VARS, "edgejar_llama_flavour": "cpu"}
 DB = "/var/lib/edgejar/data/records.sqlite3"
 OOM_EXPERIMENT = {
     "name": "oom_probe",
@@ -135,20 +131,9 @@ def query(
 
 
 @pytest.fixture(scope="module")
-def placed(
-    sim: Sim, runner_dir: Path, project: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
+def placed(sim: Sim, runner_dir: Path, project: Path) -> dict[str, Any]:
     """Provision, tiny model, place the light seeds, deploy: `place --json` of the first placement."""
-    # Sim limitation: its APT repository has no libgomp1 (llama.cpp's OpenMP runtime): from the controller.
-    debs = runs.playbook(
-        sim,
-        runner_dir,
-        "launch-debs",
-        str(PLAYBOOKS / "llama_sim_debs.yml"),
-        {"llama_sim_debs": [str(libgomp_deb(tmp_path_factory.mktemp("debs")))]},
-    )[0]
-    assert debs.status == "successful", debs.errors()
-    prov = runs.provision(sim, runner_dir, "launch-provision", PROVISION_VARS)
+    prov = runs.provision(sim, runner_dir, "launch-provision", runs.SIM_VARS)
     assert prov.status == "successful", (prov.stats, prov.errors())
     subprocess.run(
         [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
