@@ -146,10 +146,12 @@ def _port_range(hv: Mapping[str, Any]) -> range:
 def _forget_vars_files() -> None:
     """ansible-core's host_group_vars plugin remembers, per process, which host_vars/group_vars files
     exist (and which directories do not). A long-lived process (the monitor, failover, tests) that
-    re-reads the inventory after `place` wrote new host_vars must not see the stale list."""
+    re-reads the inventory after `place` wrote new host_vars must not see the stale list. It also
+    caches the real path of each base directory (the inventory's and the working directory `.`), so
+    a process that changed directory would read the previous directory's host_vars."""
     from ansible.plugins.vars import host_group_vars
 
-    for name in ("FOUND", "NAK"):
+    for name in ("FOUND", "NAK", "CANONICAL_PATHS"):
         cache = getattr(host_group_vars, name, None)
         if cache is not None:
             cache.clear()
