@@ -163,11 +163,16 @@ def load(path: Path) -> Cluster:
         raise InputError(f"inventory {path}: no such file or directory")
     os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
     os.environ.setdefault("ANSIBLE_DEPRECATION_WARNINGS", "False")
+    from ansible import constants
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
+
+    # The environment variable above only counts when ansible-core was not imported yet (its settings
+    # are read once, at import): an unparsable inventory must fail here, not read as "no hosts".
+    constants.INVENTORY_UNPARSED_IS_FAILED = True
 
     _forget_vars_files()
     loader = DataLoader()
