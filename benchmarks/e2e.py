@@ -39,8 +39,8 @@ hosts:
 """
 
 
-def first_cross_host_message(results: Path) -> float | None:
-    """Earliest receipt of a message whose sender runs on another node, over every experiment."""
+def first_cross_host_message(results: Path, since: float) -> float | None:
+    """Earliest receipt (at or after `since`) of a message whose sender runs on another node."""
     best: float | None = None
     for db in results.glob("*/results.sqlite3"):
         conn = sqlite3.connect(db)
@@ -48,7 +48,8 @@ def first_cross_host_message(results: Path) -> float | None:
             """SELECT MIN(m.at) FROM messages m
                JOIN instances me ON me.instance_id = m.instance_id
                JOIN instances peer ON peer.instance_id = m.peer_id
-               WHERE m.direction = 'received' AND me.node != peer.node"""
+               WHERE m.direction = 'received' AND me.node != peer.node AND m.at >= ?""",
+            (since,),
         ).fetchone()
         conn.close()
         if row[0] is not None:
@@ -88,7 +89,7 @@ def main() -> int:
             phases[name] = {"seconds": float(seconds), "start": float(start)}
     m = re.search(r"up: placed, deployed, launched \(seconds: (.*)\)", demo.stderr + demo.stdout)
     up_parts = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())} if m else {}
-    first = first_cross_host_message(ROOT / "results")
+    first = first_cross_host_message(ROOT / "results", phases["up"]["start"]) if "up" in phases else None
     doc = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average_start_end": [round(load0, 1), round(load1, 1)],

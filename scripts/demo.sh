@@ -76,6 +76,18 @@ MSG
 mapfile -t EXPERIMENTS < <($PY scripts/demo_experiments.py "$INV" "$DEMO_MODEL" "$DEMO_CYCLES" "${MODEL_ARGS[@]}")
 printf '  %s\n' "${EXPERIMENTS[@]}"
 
+# A new demo is a new run on new hosts: its records start again at life 1, cycle 1, which the merge
+# would take for rows it already holds. Earlier results of these experiments are moved aside, not lost.
+if compgen -G "results/*/results.sqlite3" >/dev/null || [ -d results/.nodes ]; then
+  PREVIOUS="results/previous-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$PREVIOUS"
+  for dir in results/* results/.nodes; do
+    case $dir in results/previous-*) continue ;; esac
+    [ -e "$dir" ] && mv "$dir" "$PREVIOUS/"
+  done
+  echo "earlier results moved to $PREVIOUS/"
+fi
+
 step "runner up: place, deploy, launch"
 phase_start
 $PY -m runner up -i "$INV" "${EXPERIMENTS[@]}"
