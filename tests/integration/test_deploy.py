@@ -78,6 +78,14 @@ def placed(sim: Sim, runner_dir: Path, tiny_model: Path) -> dict[str, list[str]]
 @pytest.fixture(scope="module")
 def deployed(sim: Sim, runner_dir: Path, placed: dict[str, list[str]], project: Path) -> tuple[Run, Run, Run]:
     """deploy.yml --check on the provisioned hosts, then twice for real."""
+    # Other test modules share the session's cluster and may have deployed already: start from
+    # provisioned hosts without the runtime, its .pth file and the models.
+    runs.shell(
+        sim,
+        runner_dir,
+        "deploy-reset",
+        f"rm -rf /opt/edgejar/app {MODELS_DIR} && rm -f /opt/edgejar/venv/lib/python3*/site-packages/edgejar-app.pth",
+    )
     extra = {"edgejar_code_src_dir": str(project)}
     check, _ = runs.playbook(sim, runner_dir, "deploy-check", "deploy.yml", extra, cmdline="--check")
     first, _ = runs.playbook(sim, runner_dir, "deploy-1", "deploy.yml", extra)
