@@ -92,8 +92,9 @@ def sshd(sim: Sim, node: str, action: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def launched(sim: Sim, runner_dir: Path, project: Path) -> dict[str, Any]:
-    """Provision, tiny model, place split brain with B pinned to rpi2, deploy and launch: `place --json`."""
+def launched(sim: Sim, runner_dir: Path, project: Path) -> Iterator[dict[str, Any]]:
+    """Provision, tiny model, place split brain with B pinned to rpi2, deploy and launch: `place --json`.
+    Every instance is stopped afterwards (later test modules share the cluster)."""
     prov = runs.provision(sim, runner_dir, "failover-provision", PROVISION_VARS)
     assert prov.status == "successful", (prov.stats, prov.errors())
     subprocess.run(
@@ -109,7 +110,11 @@ def launched(sim: Sim, runner_dir: Path, project: Path) -> dict[str, Any]:
         run, _ = runs.playbook(sim, runner_dir, f"failover-{book}", book, src)
         assert run.status == "successful", (book, run.stats, run.errors())
     assert MOVED in active_units(sim, runner_dir, "failover-units-before")[DEAD]
-    return placed
+    try:
+        yield placed
+    finally:
+        stop, _ = runs.playbook(sim, runner_dir, "failover-stop", "stop.yml", {"edgejar_stop_all": True})
+        assert stop.status == "successful", (stop.stats, stop.errors())
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def test_a_real_poll_fills_the_table(service: HealthService) -> None:
     assert rows[INSTANCE].state == "active/running"
     assert rows[INSTANCE].memory_max_bytes == 64 * 1024**2
     assert rows[INSTANCE].memory_bytes is not None
-    assert nodes["jetson"].running == 1
+    # Other test modules share the cluster and may have instances there too: the stand-in is counted.
+    assert nodes["jetson"].running >= 1
 
 
 def test_the_cli_prints_json_for_the_cluster(sim: Sim) -> None:
