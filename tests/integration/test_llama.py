@@ -84,6 +84,8 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
         "edgejar_llama_build_sources": [str(tmp / "ejprobe-1.0.tar.gz")],
         "edgejar_llama_build_pip_args": ["--no-index"],  # the sim hosts have no package index
         "edgejar_llama_flavour_by_kind": PROBE_FLAVOURS,
+        # The sim inventory pins every host to the cpu flavour; the probe needs the per-kind keys back.
+        "edgejar_llama_flavour": "",
         "edgejar_llama_node_wheelhouse": "/opt/edgejar/wheelhouse-probe",
     }
 
