@@ -96,14 +96,9 @@ def deployed(sim: Sim, runner_dir: Path, placed: dict[str, list[str]], project: 
 def transfers(run: Run) -> dict[str, list[str]]:
     """host -> rsync's itemized lines of every transfer in the run."""
     out: dict[str, list[str]] = {}
-    for host, res in run.results("Send with rsync to {{ edgejar_transfer_dest }}").items():
-        out.setdefault(host, []).extend(res.get("stdout_lines", []))
     for e in run.events:
         if e["event"] == "runner_on_ok" and e["event_data"].get("task", "").startswith("Send with rsync to"):
-            lines = e["event_data"]["res"].get("stdout_lines", [])
-            out.setdefault(e["event_data"]["host"], [])
-            if lines and lines != out[e["event_data"]["host"]][-len(lines) :]:
-                out[e["event_data"]["host"]].extend(lines)
+            out.setdefault(e["event_data"]["host"], []).extend(e["event_data"]["res"].get("stdout_lines", []))
     return out
 
 
