@@ -125,7 +125,11 @@ class Cluster:
         return out.stdout
 
     def wait_exit(self, iid: str, timeout: float = BOUND_S) -> int:
-        return self.procs[iid].wait(timeout=timeout)
+        try:
+            return self.procs[iid].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            logs = "\n".join(f"--- {i} ---\n{self.log(i)}" for i in self.logs)
+            raise AssertionError(f"{iid} did not exit within {timeout:.0f} s; the logs:\n{logs}") from None
 
     def signal(self, iid: str, sig: signal.Signals) -> None:
         self.procs[iid].send_signal(sig)
