@@ -214,6 +214,8 @@ def run_playbook(
     envvars = {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        # ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless it is given: host keys are checked.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
     }
     private = tempfile.mkdtemp(prefix="edgejar-ansible-runner-")
     try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runner import ansible_bridge
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.results import add_results_dir, show
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
+from runner.results.merge import DB_NAME
 
 COLLECT_PLAYBOOK = "collect.yml"
 
@@ -20,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fetch records and logs from every node, merge them, print the summary",
         description="Run playbooks/collect.yml (a consistent snapshot of each node's records database and "
         "its instances' journal, fetched and merged into results/<experiment>/results.sqlite3 with the "
-        "node on every row; collecting again adds nothing twice), then print the summary. A node that "
+        "node on every row; collecting again adds nothing twice; when a node's records started afresh, the "
+        "earlier run's results move to results/previous-<time>/), then print the summary. A node that "
         "cannot be reached is named and the others are collected (exit 1).",
     )
     add_inventory(p)
@@ -30,14 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def earlier_runs(results: Path) -> set[Path]:
+    """results/previous-<time>/<experiment> directories (where the merge moves an earlier run)."""
+    return {p.parent for p in results.glob(f"previous-*/*/{DB_NAME}")}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.results.exists() and not args.results.is_dir():
         raise InputError(f"--results {args.results}: not a directory")
     extra = {"edgejar_collect_results_dir": str(args.results.resolve()), **extra_vars(args.extra_var)}
     ansible_bridge.playbook_path(COLLECT_PLAYBOOK)
     print(f"==> {COLLECT_PLAYBOOK}", file=sys.stderr)
+    before = earlier_runs(args.results)
     result = ansible_bridge.run_playbook(COLLECT_PLAYBOOK, inventory_path(args), extravars=extra)
     print(file=sys.stderr)
+    for moved in sorted(earlier_runs(args.results) - before):
+        print(
+            f"collect: a node's records started afresh (a new run); the earlier run's results are in {moved}",
+            file=sys.stderr,
+        )
     show(args.results, None, args.json)
     try:
         result.raise_for_failures()

@@ -4,7 +4,10 @@
 plus a `node` column on every row (the node whose database held it) and a `logs` table (the instances'
 journal lines). Each table's unique key is the runtime's natural key with `node` in front, and every write
 is `INSERT OR IGNORE`: merging the same snapshot again adds nothing, and an instance that moved between
-nodes keeps the lives it had on each. Run by collect.yml on the controller:
+nodes keeps the lives it had on each. When a node's records were started afresh (the same experiment run
+again on fresh nodes), the earlier run's `results/<experiment>/` is moved to
+`results/previous-<UTC time>/<experiment>/` before the new run is merged. Run by collect.yml on the
+controller:
 
     python -m runner.results.merge --results results NODE...
 
@@ -143,6 +146,34 @@ def copy_experiment(conn: sqlite3.Connection, source: Path, node: str, experimen
     return added
 
 
+def earlier_run(results_db: Path, source: Path, node: str, experiment: str) -> list[str]:
+    """Instances of `experiment` that `results_db` holds from `node` with another registration than the
+    node snapshot's: the node's records were started afresh, so its rows belong to a new run (lives and
+    cycles count from 1 again and would collide with the earlier run's keys)."""
+    if not results_db.is_file():
+        return []
+    conn = sqlite3.connect(f"file:{results_db}?mode=ro", uri=True)
+    try:
+        with attached(conn, source):
+            rows = conn.execute(
+                "SELECT s.instance_id FROM src.instances AS s JOIN main.instances AS m"
+                " ON m.instance_id = s.instance_id AND m.node = :node"
+                " WHERE s.experiment = :exp AND m.registered_at != s.registered_at ORDER BY 1",
+                {"node": node, "exp": experiment},
+            ).fetchall()
+    finally:
+        conn.close()
+    return [str(r[0]) for r in rows]
+
+
+def archive(results_dir: Path, experiment: str, stamp: str) -> Path:
+    """Move results/<experiment> aside to results/previous-<stamp>/<experiment> (one rename)."""
+    dest = results_dir / f"previous-{stamp}" / experiment
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (results_dir / experiment).rename(dest)
+    return dest
+
+
 def _text(value: Any) -> str:
     """journald's MESSAGE: a string, or a list of bytes when it is not valid UTF-8."""
     if isinstance(value, list):
@@ -200,7 +231,7 @@ def render_logs(conn: sqlite3.Connection, logs_dir: Path) -> list[Path]:
 
 def merge_nodes(results_dir: Path, nodes: Sequence[str]) -> dict[str, Any]:
     """Merge each node's fetched snapshot and journal. Returns a report (rows added, per node state)."""
-    report: dict[str, Any] = {"added": 0, "experiments": {}, "nodes": {}, "skipped": []}
+    report: dict[str, Any] = {"added": 0, "archived": {}, "experiments": {}, "nodes": {}, "skipped": []}
     found: dict[str, tuple[Path, dict[str, list[str]]]] = {}
     owner: dict[str, str] = {}  # instance -> experiment, across all nodes (for the journal lines)
     for node in nodes:
@@ -212,6 +243,21 @@ def merge_nodes(results_dir: Path, nodes: Sequence[str]) -> dict[str, Any]:
         found[node] = (snap, exps)
         owner.update({iid: exp for exp, ids in exps.items() for iid in ids})
         report["nodes"][node] = f"{sum(len(v) for v in exps.values())} instance(s)"
+    # A node whose records started afresh (a new run on fresh nodes) would have its rows silently
+    # dropped against the earlier run's keys: the earlier run's results are moved aside first, whole,
+    # and the new results database is built from the current snapshots.
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for node, (snap, exps) in found.items():
+        for exp in exps:
+            if exp in report["archived"] or not SAFE_NAME.match(exp):
+                continue
+            redone = earlier_run(results_dir / exp / DB_NAME, snap, node, exp)
+            if redone:
+                dest = archive(results_dir, exp, stamp)
+                report["archived"][exp] = {
+                    "moved_to": str(dest),
+                    "because": f"{node} holds new records of {', '.join(redone)}",
+                }
     touched: set[str] = set()
     for node, (snap, exps) in found.items():
         for exp in exps:

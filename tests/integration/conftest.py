@@ -115,6 +115,8 @@ def ansible_env() -> dict[str, str]:
     return {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        # ansible-runner turns host-key checking off unless it is set: the tests check keys as users do.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         # Facts are cached per host name: each test cluster keeps its own cache, so that parallel
         # sessions (EDGEJAR_TEST_SIM_SLOT) and a developer's cluster never read each other's facts.
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(TEST_STATE_DIR / "ansible-facts"),

@@ -159,3 +159,24 @@ def test_status_and_inventory_commands(sim: Sim) -> None:
     for host in HOSTS:
         line = next(line for line in status.stdout.splitlines() if line.startswith(f"{host} "))
         assert line.rstrip().endswith("ok"), line
+
+
+def test_runs_through_ansible_runner_check_host_keys(sim: Sim, tmp_path: Path) -> None:
+    """ansible-runner turns host-key checking off unless told; edgejar's bridge tells it not to."""
+    from runner import ansible_bridge
+
+    hosts = yaml.safe_load(sim.inventory.read_text())["all"]["children"]["edgejar_nodes"]["children"]
+    rpi1 = dict(hosts["rpi5"]["hosts"]["rpi1"])
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    rpi1["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={empty} -o StrictHostKeyChecking=yes"
+    rpi1["ansible_control_path_dir"] = str(tmp_path / "cp")  # no master connection to reuse
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"edgejar_nodes": {"hosts": {"rpi1": rpi1}}}}}))
+    result = ansible_bridge.run_playbook(
+        "stop.yml", inventory, extravars={"edgejar_stop_all": True}, cmdline=["--check"]
+    )
+    assert set(result.hosts) == {"rpi1"}, result.hosts
+    assert result.hosts["rpi1"].unreachable, result.hosts
+    assert "Host key verification failed" in result.hosts["rpi1"].reason, result.hosts
+    assert empty.read_text() == ""  # nothing was trusted on first use

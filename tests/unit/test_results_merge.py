@@ -156,6 +156,35 @@ def test_merging_again_adds_nothing(results: Path) -> None:
     assert {e: counts(results / e / merge.DB_NAME) for e in first["experiments"]} == before
 
 
+def test_a_new_run_on_fresh_nodes_moves_the_earlier_results_aside(results: Path) -> None:
+    first = merge.merge_nodes(results, ["n1", "n2"])
+    assert first["archived"] == {}
+    # n1 is wiped and runs the experiments again: its instances register anew, cycles count from 1
+    snap = results / merge.NODES_DIR / "n1" / merge.SNAPSHOT
+    conn = sqlite3.connect(snap)
+    conn.execute("UPDATE instances SET registered_at = registered_at + 3600")
+    conn.execute("UPDATE cycles SET thought = 'second run'")
+    conn.commit()
+    conn.close()
+    second = merge.merge_nodes(results, ["n1", "n2"])
+    assert set(second["archived"]) == {"split_brain", "prisoners_dilemma"}
+    moved = Path(second["archived"]["split_brain"]["moved_to"])
+    assert moved.parent.parent == results and moved.parent.name.startswith("previous-")
+    assert "n1 holds new records of sb_A" in second["archived"]["split_brain"]["because"]
+    old = sqlite3.connect(moved / merge.DB_NAME)
+    new = sqlite3.connect(results / "split_brain" / merge.DB_NAME)
+    thoughts = "SELECT DISTINCT thought FROM cycles WHERE instance_id = 'sb_A'"
+    assert "second run" not in {r[0] for r in old.execute(thoughts)}
+    assert {r[0] for r in new.execute(thoughts)} == {"second run"}  # the new run, not the old rows
+    # n2 was not wiped: its rows are in the new database too, rebuilt from its snapshot
+    assert new.execute("SELECT COUNT(*) FROM cycles WHERE instance_id = 'sb_B'").fetchone()[0] == 3
+    old.close()
+    new.close()
+    # the summary reads only the current run; merging again moves nothing more
+    assert merge.merge_nodes(results, ["n1", "n2"])["archived"] == {}
+    assert sorted(p.name for p in results.glob(f"*/{merge.DB_NAME}")) == [merge.DB_NAME] * 2
+
+
 def test_journal_lines_become_logs_once(results: Path) -> None:
     report = merge.merge_nodes(results, ["n1", "n2"])
     assert report["experiments"]["split_brain"]["logs"] == 2
