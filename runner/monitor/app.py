@@ -1,6 +1,7 @@
 """MonitorApp: polls the cluster in a background thread worker and shows nodes, instances and the selected
 instance's journal. The UI thread never waits on SSH: polls, actions and the log follower run in workers
-and hand their results back with call_from_thread."""
+and hand their results back as messages (`ui`), which never block a worker, even when the app has exited
+meanwhile (Textual's call_from_thread would wait for ever for a loop that no longer runs)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Log, Static
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Header, Static
 
 from runner import failover as fo
 from runner.errors import EdgejarError
@@ -24,7 +27,7 @@ from runner.health.cluster import ClusterHealth, HealthService
 from runner.health.model import InstanceRow, Status
 from runner.monitor import actions
 from runner.monitor import format as fmt
-from runner.monitor.widgets import ConfirmScreen
+from runner.monitor.widgets import ConfirmScreen, LogPane
 
 NODE_COLUMNS = ("node", "host", "status", "memory (vs node_ram_gb)", "gpu", "instances", "seen", "notes")
 INSTANCE_COLUMNS = (
@@ -37,6 +40,14 @@ INSTANCE_COLUMNS = (
     "RSS / ceiling",
     "last msg",
 )
+
+
+class WorkerCall(Message):
+    """A call that a worker thread hands to the UI thread."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        super().__init__()
+        self.call = call
 
 
 class MonitorApp(App[None]):
@@ -89,11 +100,13 @@ class MonitorApp(App[None]):
         self._polling = False
         self._journal: subprocess.Popen[str] | None = None
         self._journal_for: str | None = None
+        self._journal_lock = threading.Lock()
+        self._journal_token = 0  # the follower that may write to the log pane; others stop
         self.nodes_table: DataTable[object] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
         self.instances_table: DataTable[object] = DataTable(
             id="instances", cursor_type="row", zebra_stripes=True
         )
-        self.log_pane = Log(id="log", max_lines=2000)
+        self.log_pane = LogPane(id="log", max_lines=2000)
         self.status_line = Static("waiting for the first poll ...", id="poll-status")
 
     # --- layout ------------------------------------------------------------------------------------
@@ -113,6 +126,16 @@ class MonitorApp(App[None]):
         self.trigger_poll()
         self.set_interval(self.interval_s, self.trigger_poll)
         self.set_interval(1.0, self.show_staleness)
+
+    # --- from the workers ----------------------------------------------------------------------------
+    def ui(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """From a worker thread: call fn on the UI thread, without waiting. Dropped once the app exits."""
+        with contextlib.suppress(RuntimeError):  # the event loop is already closed
+            self.post_message(WorkerCall(partial(fn, *args, **kwargs)))
+
+    @on(WorkerCall)
+    def run_worker_call(self, message: WorkerCall) -> None:
+        message.call()
 
     # --- polling -----------------------------------------------------------------------------------
     def trigger_poll(self) -> None:
@@ -139,15 +162,13 @@ class MonitorApp(App[None]):
                 except (OSError, EdgejarError) as exc:
                     problems.append(f"metrics not written: {exc}")
         except Exception as exc:  # a poll must never take the UI down
-            with contextlib.suppress(RuntimeError):
-                self.call_from_thread(self.notify, f"poll failed: {exc}", severity="error")
+            self.ui(self.notify, f"poll failed: {exc}", severity="error")
             return
         finally:
             self._polling = False
-        with contextlib.suppress(RuntimeError):  # the app exited while this poll ran
-            for problem in problems:
-                self.call_from_thread(self.notify, problem, severity="warning")
-            self.call_from_thread(self.show, health)
+        for problem in problems:
+            self.ui(self.notify, problem, severity="warning")
+        self.ui(self.show, health)
 
     def stale_after_s(self) -> float:
         return 2 * self.interval_s + self.service.poller.timeout_s
@@ -271,29 +292,43 @@ class MonitorApp(App[None]):
         log.clear()
         log.border_title = f"journal: {row.instance} on {row.node}"
         log.write_line(f"-- following edgejar-instance@{row.instance} on {row.node} --")
-        self.journal_worker(row.node, row.instance)
+        self.journal_worker(row.node, row.instance, self._journal_token)
 
     def stop_journal(self) -> None:
-        proc, self._journal = self._journal, None
+        """Stop the follower: its process is terminated, and a follower still starting stops itself."""
+        with self._journal_lock:
+            self._journal_token += 1
+            proc, self._journal = self._journal, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
 
-    @work(thread=True, group="journal", exclusive=True)
-    def journal_worker(self, node: str, instance: str) -> None:
+    @work(thread=True, group="journal")
+    def journal_worker(self, node: str, instance: str, token: int) -> None:
         log = self.log_pane
         try:
             proc = self.service.poller.popen(node, actions.journal_command(instance))
         except (OSError, EdgejarError) as exc:
-            self.call_from_thread(log.write_line, f"cannot follow the journal: {exc}")
+            if token == self._journal_token:
+                self.ui(log.write_line, f"cannot follow the journal: {exc}")
             return
-        self._journal = proc
+        with self._journal_lock:
+            current = token == self._journal_token
+            if current:
+                self._journal = proc
+        if not current:  # another instance was selected, or the app exits, while SSH started
+            proc.terminate()
+            proc.wait()
+            return
         assert proc.stdout is not None
         for line in proc.stdout:
-            if self._journal is not proc:
+            if token != self._journal_token:
                 break
-            self.call_from_thread(log.write_line, line.rstrip("\n"))
-        if self._journal is proc:
-            self.call_from_thread(log.write_line, f"-- journal follower ended (exit {proc.wait()}) --")
+            self.ui(log.write_line, line.rstrip("\n"))
+        if token == self._journal_token:
+            self.ui(log.write_line, f"-- journal follower ended (exit {proc.wait()}) --")
+        else:
+            proc.terminate()
+            proc.wait()
 
     def on_unmount(self) -> None:
         self.stop_journal()
@@ -320,14 +355,14 @@ class MonitorApp(App[None]):
         try:
             proc = self.service.poller.run(node, actions.instance_command(what, instance), timeout_s=60)
         except (subprocess.TimeoutExpired, OSError, EdgejarError) as exc:
-            self.call_from_thread(self.notify, f"{what} {instance} on {node} failed: {exc}", severity="error")
+            self.ui(self.notify, f"{what} {instance} on {node} failed: {exc}", severity="error")
             return
         if proc.returncode == 0:
-            self.call_from_thread(self.notify, f"{what} {instance} on {node}: done")
+            self.ui(self.notify, f"{what} {instance} on {node}: done")
         else:
             err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-            self.call_from_thread(self.notify, f"{what} {instance} on {node} failed: {err}", severity="error")
-        self.call_from_thread(self.trigger_poll)
+            self.ui(self.notify, f"{what} {instance} on {node} failed: {err}", severity="error")
+        self.ui(self.trigger_poll)
 
     def action_maintenance(self) -> None:
         node = self.selected_node()
@@ -356,10 +391,10 @@ class MonitorApp(App[None]):
                 self.service.reload_inventory()
                 health = self.service.assess()
         except (OSError, EdgejarError) as exc:
-            self.call_from_thread(self.notify, f"maintenance {node}: {exc}", severity="error")
+            self.ui(self.notify, f"maintenance {node}: {exc}", severity="error")
             return
-        self.call_from_thread(self.notify, f"{node}: node_maintenance: {str(on).lower()} in {path}")
-        self.call_from_thread(self.show, health)
+        self.ui(self.notify, f"{node}: node_maintenance: {str(on).lower()} in {path}")
+        self.ui(self.show, health)
 
     # --- fail over ---------------------------------------------------------------------------------
     def action_failover(self) -> None:
@@ -388,18 +423,18 @@ class MonitorApp(App[None]):
         except fo.FailoverInfeasible as exc:
             self.placement_failures += len(exc.unplaced)
             self._failing_over = False
-            self.call_from_thread(self.log_failover, [f"fail over {node}: {exc}"])
-            self.call_from_thread(self.notify, f"fail over {node}: no room elsewhere", severity="error")
+            self.ui(self.log_failover, [f"fail over {node}: {exc}"])
+            self.ui(self.notify, f"fail over {node}: no room elsewhere", severity="error")
             return
         except Exception as exc:  # bad files, unreadable inventory: shown, never fatal to the monitor
             self._failing_over = False
-            self.call_from_thread(self.notify, f"fail over {node}: {exc}", severity="error")
+            self.ui(self.notify, f"fail over {node}: {exc}", severity="error")
             return
         if not plan.needed:
             self._failing_over = False
-            self.call_from_thread(self.notify, f"fail over {node}: no instances there, nothing to move")
+            self.ui(self.notify, f"fail over {node}: no instances there, nothing to move")
             return
-        self.call_from_thread(self.confirm_failover, plan)
+        self.ui(self.confirm_failover, plan)
 
     def confirm_failover(self, plan: fo.Plan) -> None:
         lines = plan.describe()
@@ -431,14 +466,12 @@ class MonitorApp(App[None]):
     @work(thread=True, group="action")
     def failover_worker(self, plan: fo.Plan) -> None:
         """Write the placement, deploy and launch on the live nodes; per-host progress in the log pane."""
-        out = LogStream(lambda line: self.call_from_thread(self.log_pane.write_line, line))
+        out = LogStream(lambda line: self.ui(self.log_pane.write_line, line))
         try:
             outcome = self.failover.apply(plan, out=cast(TextIO, out))
         except Exception as exc:
-            self.call_from_thread(
-                self.notify, f"fail over {', '.join(plan.dead)} failed: {exc}", severity="error"
-            )
-            self.call_from_thread(self.log_pane.write_line, f"fail over failed: {exc}")
+            self.ui(self.notify, f"fail over {', '.join(plan.dead)} failed: {exc}", severity="error")
+            self.ui(self.log_pane.write_line, f"fail over failed: {exc}")
             return
         finally:
             self._failing_over = False
@@ -448,14 +481,14 @@ class MonitorApp(App[None]):
         dead = ", ".join(plan.dead)
         if outcome.ok:
             moved = ", ".join(f"{m.instance} -> {m.target}" for m in plan.moves)
-            self.call_from_thread(self.notify, f"fail over {dead}: done ({moved})")
-            self.call_from_thread(self.log_pane.write_line, f"fail over {dead}: done")
+            self.ui(self.notify, f"fail over {dead}: done ({moved})")
+            self.ui(self.log_pane.write_line, f"fail over {dead}: done")
         else:
             message = fo.failure_message(outcome)
-            self.call_from_thread(self.notify, message, severity="error")
+            self.ui(self.notify, message, severity="error")
             for line in message.splitlines():
-                self.call_from_thread(self.log_pane.write_line, line)
-        self.call_from_thread(self.trigger_poll)
+                self.ui(self.log_pane.write_line, line)
+        self.ui(self.trigger_poll)
 
 
 class LogStream:

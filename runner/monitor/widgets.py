@@ -1,12 +1,32 @@
-"""The monitor's own widgets: a yes/no confirmation dialog."""
+"""The monitor's own widgets: the log pane and a yes/no confirmation dialog."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label
+from textual.widgets import Button, Label, RichLog
+
+
+class LogPane(RichLog):
+    """Plain text lines (a journal, a fail over's progress), never wrapped, never read as markup.
+
+    A RichLog, not Textual's Log: Log measures each new line in a thread worker that reports back with
+    call_from_thread, which waits for ever when the app exits meanwhile (the monitor then hung on exit
+    while a journal was streaming)."""
+
+    def __init__(self, *, id: str, max_lines: int) -> None:
+        super().__init__(id=id, max_lines=max_lines, wrap=False, markup=False, highlight=False)
+
+    def write_line(self, line: str) -> None:
+        self.write(Text(line))
+
+    @property
+    def text_lines(self) -> list[str]:
+        """The lines shown, as text."""
+        return [strip.text for strip in self.lines]
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -140,10 +140,10 @@ def test_the_monitor_fills_its_tables_from_a_real_poll(service: HealthService) -
             app.instances_table.focus()
             app.instances_table.move_cursor(row=row)
             for _ in range(200):  # the journal follower is a worker reading over SSH
-                if any("Started" in line for line in app.log_pane.lines):
+                if any("Started" in line for line in app.log_pane.text_lines):
                     break
                 await pilot.pause(0.05)
-            return nodes, instances, list(app.log_pane.lines)
+            return nodes, instances, list(app.log_pane.text_lines)
 
     nodes, instances, log = asyncio.run(drive())
     assert set(nodes) == {"jetson", "rpi1", "rpi2", "host"}

@@ -4,6 +4,8 @@ hand-moved clock. The real poll of the simulated cluster is in tests/integration
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import threading
 
 import yaml
 
@@ -189,3 +191,61 @@ async def _new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path):
 
 def test_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path):
     asyncio.run(_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path))
+
+
+class StreamingPoller(FakePoller):
+    """popen runs a local endless writer in place of `ssh node journalctl -f` (SSH itself is exercised in
+    tests/integration/test_health.py); every process it started is kept, to see that each one is stopped."""
+
+    def __init__(self, nodes: list[str], clock) -> None:
+        super().__init__(nodes, clock)
+        self.started: list[subprocess.Popen[str]] = []
+
+    def popen(self, node: str, remote: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["sh", "-c", f"i=0; while :; do i=$((i+1)); echo {node} line $i; sleep 0.01; done"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.started.append(proc)
+        return proc
+
+
+async def _journal_followers_stop_when_switched_and_when_the_app_exits(tmp_path, poller_box):
+    clock = Clock()
+    cluster = inventory.load(write_inventory(tmp_path, PLACED))
+    poller = StreamingPoller([cn.node.name for cn in cluster.nodes], clock)
+    poller_box.append(poller)
+    service = HealthService(cluster, poller, Thresholds(grace_s=10), clock=clock)
+    app = MonitorApp(service, interval_s=3600, wall_clock=lambda: 1_700_000_000.0)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_polls(app, pilot, 1)
+        app.instances_table.focus()
+        for row in (0, 3, 1):  # jetson/brain_a, rpi1/pi_solo, jetson/brain_b
+            app.instances_table.move_cursor(row=row)
+            await pilot.pause()
+        for _ in range(500):
+            if any("line" in line for line in app.log_pane.text_lines):
+                break
+            await pilot.pause(0.02)
+        assert any(line.startswith("jetson line") for line in app.log_pane.text_lines), app.log_pane.text_lines
+    # leaving run_test returned although lines kept coming: nothing waits on the stopped loop
+
+
+def test_journal_followers_stop_when_switched_and_when_the_app_exits(tmp_path):
+    box: list[StreamingPoller] = []
+    done = threading.Event()
+
+    def drive() -> None:
+        asyncio.run(_journal_followers_stop_when_switched_and_when_the_app_exits(tmp_path, box))
+        done.set()
+
+    t = threading.Thread(target=drive, daemon=True)
+    t.start()
+    t.join(120)  # a bound for a hang, not a speed measure: this takes about a second
+    assert done.is_set(), "the monitor did not exit while its journal follower was streaming"
+    (poller,) = box
+    assert len(poller.started) >= 1
+    for proc in poller.started:  # every follower's process is stopped: none is left streaming
+        assert proc.wait(timeout=30) is not None

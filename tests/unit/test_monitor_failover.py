@@ -117,7 +117,7 @@ async def _fail_over_moves_the_instance_after_a_confirmation(project: Path) -> N
         await pilot.press("y")
         await until(pilot, lambda: any("done" in m for m in messages(app)), "the fail over")
         assert books.calls == [("deploy.yml", "all:!rpi2"), ("launch.yml", "all:!rpi2")]
-        log = list(app.log_pane.lines)
+        log = list(app.log_pane.text_lines)
         assert any(line.startswith("move split_brain_B: rpi2 ->") for line in log), log
         assert any(line.startswith("jetson") and "changed=1" in line for line in log), (
             log
@@ -162,7 +162,7 @@ async def _no_room_is_counted_as_a_placement_failure(project: Path, prom: Path) 
         await until(pilot, lambda: any("no room" in m for m in messages(app)), "the verdict")
         assert not isinstance(app.screen, ConfirmScreen) and books.calls == []
         assert app.placement_failures == 1
-        assert any("cannot be placed on the remaining nodes" in line for line in app.log_pane.lines)
+        assert any("cannot be placed on the remaining nodes" in line for line in app.log_pane.text_lines)
         before_polls = app.poll_count
         await pilot.press("p")
         await until(pilot, lambda: app.poll_count > before_polls, "a poll")
