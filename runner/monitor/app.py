@@ -304,12 +304,10 @@ class MonitorApp(App[None]):
 
     @work(thread=True, group="journal")
     def journal_worker(self, node: str, instance: str, token: int) -> None:
-        log = self.log_pane
         try:
             proc = self.service.poller.popen(node, actions.journal_command(instance))
         except (OSError, EdgejarError) as exc:
-            if token == self._journal_token:
-                self.ui(log.write_line, f"cannot follow the journal: {exc}")
+            self.ui(self.journal_line, token, f"cannot follow the journal: {exc}")
             return
         with self._journal_lock:
             current = token == self._journal_token
@@ -323,12 +321,17 @@ class MonitorApp(App[None]):
         for line in proc.stdout:
             if token != self._journal_token:
                 break
-            self.ui(log.write_line, line.rstrip("\n"))
+            self.ui(self.journal_line, token, line.rstrip("\n"))
         if token == self._journal_token:
-            self.ui(log.write_line, f"-- journal follower ended (exit {proc.wait()}) --")
+            self.ui(self.journal_line, token, f"-- journal follower ended (exit {proc.wait()}) --")
         else:
             proc.terminate()
             proc.wait()
+
+    def journal_line(self, token: int, line: str) -> None:
+        """A follower's line (UI thread), shown only while that follower is the current one."""
+        if token == self._journal_token:
+            self.log_pane.write_line(line)
 
     def on_unmount(self) -> None:
         self.stop_journal()

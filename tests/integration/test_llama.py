@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 BUILD_TASK = "Build the wheels with pip wheel (the log stays in the build directory)"
 INSTALL_TASK = "Install the packages into the node venv from the node's wheels (offline)"
+RECORD_TASK = "Write the install record"
 SIM_VARS: dict[str, Any] = {
     # What the simulated hosts' APT sources have (see roles/edgejar_base/README.md).
     "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
@@ -295,7 +296,9 @@ def test_llama_built_by_the_controller(llama: dict[str, Any]) -> None:
     assert {"llama_cpp_python", "numpy", "diskcache", "jinja2", "markupsafe", "pyyaml", "psutil"} <= held, (
         held
     )
-    assert set(first.results(INSTALL_TASK)) == HOSTS
+    # Every node reached the install with the key's wheels on it; a node whose venv already holds these
+    # exact wheels (an earlier provision in the same test session) skips the pip step itself.
+    assert set(first.results(RECORD_TASK)) == HOSTS
 
 
 def test_llama_cpp_imports_on_every_node(llama: dict[str, Any]) -> None:

@@ -229,7 +229,9 @@ async def _journal_followers_stop_when_switched_and_when_the_app_exits(tmp_path,
             if any("line" in line for line in app.log_pane.text_lines):
                 break
             await pilot.pause(0.02)
-        assert any(line.startswith("jetson line") for line in app.log_pane.text_lines), app.log_pane.text_lines
+        assert any(line.startswith("jetson line") for line in app.log_pane.text_lines), (
+            app.log_pane.text_lines
+        )
     # leaving run_test returned although lines kept coming: nothing waits on the stopped loop
 
 
