@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+LOCKED_RETRY_S = 30.0
 
 TABLES: dict[str, str] = {
     "meta": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
@@ -75,10 +76,27 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Instances of one node start together on a new database: switching it to WAL takes a lock that
+        # SQLite's busy timeout does not wait for, so "database is locked" is retried here.
+        while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = NORMAL")
-        init(conn)
+        while_locked(lambda: init(conn))
     return conn
+
+
+def while_locked(step: Callable[[], object], timeout_s: float = LOCKED_RETRY_S) -> None:
+    """Run `step`, again while SQLite says the database is locked (up to timeout_s, then the error)."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def init(conn: sqlite3.Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,31 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RuntimeError, match="schema version 99"):
         records.connect(tmp_path / "r.sqlite3")
+
+
+def test_a_new_database_opens_while_another_instance_holds_its_write_lock(tmp_path: Path) -> None:
+    """Instances of one node start together on a new records file. Switching it to WAL while another
+    holds the write lock fails at once with 'database is locked' (SQLite's busy timeout does not apply
+    there): connect waits for the lock instead of crashing the instance."""
+    path = tmp_path / "records.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # what another instance's init holds for a moment
+    other.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    outcome: list[object] = []
+
+    def open_it() -> None:
+        try:
+            conn = records.connect(path)
+            outcome.append(conn.execute("PRAGMA journal_mode").fetchone()[0])
+            conn.close()
+        except Exception as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=open_it)
+    t.start()
+    t.join(0.5)
+    assert not outcome, outcome  # still waiting for the lock, not failed
+    other.execute("COMMIT")
+    other.close()
+    t.join(60)
+    assert outcome == ["wal"]
