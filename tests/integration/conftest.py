@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,6 +102,29 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
         down = run_sim(env, "down")
         if down.returncode != 0:
             pytest.fail(f"`sim down` left things behind:\n{down.stderr}")
+
+
+@pytest.fixture(scope="session")
+def provisioned_runs(sim: Sim, runner_dir: Path) -> dict[str, Any]:
+    """provision.yml on the session's cluster, once for every module that needs provisioned nodes: a
+    --check run on the new hosts, then two runs (the second must change nothing). Runs by name:
+    `fresh_check`, `first`, `second` (tests.integration.runs.Run)."""
+    from tests.integration import runs
+
+    out = {
+        "fresh_check": runs.provision(
+            sim, runner_dir, "provision-fresh-check", runs.SIM_VARS, cmdline="--check"
+        ),
+        "first": runs.provision(sim, runner_dir, "provision-1", runs.SIM_VARS),
+        "second": runs.provision(sim, runner_dir, "provision-2", runs.SIM_VARS),
+    }
+    return out
+
+
+def assert_provisioned(provisioned_runs: dict[str, Any]) -> None:
+    """For the modules that build on the shared provisioning: it must have succeeded."""
+    first = provisioned_runs["first"]
+    assert first.status == "successful", (first.stats, first.errors())
 
 
 @pytest.fixture(scope="session")

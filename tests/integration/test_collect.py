@@ -20,16 +20,13 @@ import yaml
 
 from runner.results import merge
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration.conftest import ROOT, Sim, ansible_env, assert_provisioned
 
 pytestmark = pytest.mark.integration
 
 HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 CONFIG_DIR = "/var/lib/edgejar/collect-test"
 CYCLES = 3
-# Sim limitation: every sim host is x86_64 and the Jetson's nvcc is a stub, so all build the controller's
-# CPU flavour (its wheels are in the controller's wheelhouse; see tests/integration/test_llama.py).
-PROVISION_VARS = {**runs.SIM_VARS, "edgejar_llama_flavour": "cpu"}
 
 
 def cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,13 +70,12 @@ def start_command(entry: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def ran(sim: Sim, runner_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def ran(sim: Sim, runner_dir: Path, provisioned_runs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Provision, place split brain, deploy, run its two instances to completion: node -> entries."""
     subprocess.run(
         [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, check=True, capture_output=True
     )
-    prov = runs.provision(sim, runner_dir, "collect-provision", PROVISION_VARS)
-    assert prov.status == "successful", (prov.stats, prov.failures())
+    assert_provisioned(provisioned_runs)
     placed = cli(sim, "place", "-i", str(sim.inventory), "experiments/split_brain.yml")
     assert placed.returncode == 0, placed.stderr
     deploy, _ = runs.playbook(sim, runner_dir, "collect-deploy", "deploy.yml")

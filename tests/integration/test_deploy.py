@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim
+from tests.integration.conftest import ROOT, Sim, assert_provisioned
 from tests.integration.runs import Run
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,11 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="module")
-def placed(sim: Sim, runner_dir: Path, tiny_model: Path) -> dict[str, list[str]]:
+def placed(
+    sim: Sim, runner_dir: Path, tiny_model: Path, provisioned_runs: dict[str, Any]
+) -> dict[str, list[str]]:
     """Provision, then place split brain on the simulated cluster: node -> instance ids."""
-    prov = runs.provision(sim, runner_dir, "deploy-provision", runs.SIM_VARS)
-    assert prov.status == "successful", (prov.stats, prov.failures())
+    assert_provisioned(provisioned_runs)
     out = subprocess.run(
         [
             sys.executable,

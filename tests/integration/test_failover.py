@@ -26,16 +26,13 @@ from runner.health.cluster import HealthService
 from runner.health.status import Thresholds
 from runner.sim.state import StateDir
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration.conftest import ROOT, Sim, ansible_env, assert_provisioned
 
 pytestmark = pytest.mark.integration
 
 DEAD = "rpi2"
 MOVED = "split_brain_B"
 STAYS = "split_brain_A"
-# Sim limitation: the simulated hosts are x86_64 (the Jetson's nvcc is a stub): CPU builds of
-# llama-cpp-python everywhere, from the controller's wheelhouse.
-PROVISION_VARS: dict[str, Any] = {**runs.SIM_VARS, "edgejar_llama_flavour": "cpu"}
 
 
 def quick(path: Path) -> None:
@@ -92,11 +89,12 @@ def sshd(sim: Sim, node: str, action: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def launched(sim: Sim, runner_dir: Path, project: Path) -> Iterator[dict[str, Any]]:
+def launched(
+    sim: Sim, runner_dir: Path, project: Path, provisioned_runs: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
     """Provision, tiny model, place split brain with B pinned to rpi2, deploy and launch: `place --json`.
     Every instance is stopped afterwards (later test modules share the cluster)."""
-    prov = runs.provision(sim, runner_dir, "failover-provision", PROVISION_VARS)
-    assert prov.status == "successful", (prov.stats, prov.errors())
+    assert_provisioned(provisioned_runs)
     subprocess.run(
         [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
     )

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim
+from tests.integration.conftest import ROOT, Sim, assert_provisioned
 from tests.integration.runs import Run
 
 pytestmark = pytest.mark.integration
@@ -131,10 +131,9 @@ def query(
 
 
 @pytest.fixture(scope="module")
-def placed(sim: Sim, runner_dir: Path, project: Path) -> dict[str, Any]:
+def placed(sim: Sim, runner_dir: Path, project: Path, provisioned_runs: dict[str, Any]) -> dict[str, Any]:
     """Provision, tiny model, place the light seeds, deploy: `place --json` of the first placement."""
-    prov = runs.provision(sim, runner_dir, "launch-provision", runs.SIM_VARS)
-    assert prov.status == "successful", (prov.stats, prov.errors())
+    assert_provisioned(provisioned_runs)
     subprocess.run(
         [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
     )

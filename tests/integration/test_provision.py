@@ -48,16 +48,17 @@ def node_state(sim: Sim, runner_dir: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def fresh_check(sim: Sim, runner_dir: Path) -> Run:
-    """provision.yml --check on the new hosts, before anything was provisioned."""
-    return provision(sim, runner_dir, "provision-fresh-check", cmdline="--check")
+@pytest.fixture(scope="module")
+def fresh_check(provisioned_runs: dict[str, Run]) -> Run:
+    """provision.yml --check on the new hosts, before anything was provisioned (the session's shared
+    provisioning, tests/integration/conftest.py, whichever module asks for it first)."""
+    return provisioned_runs["fresh_check"]
 
 
-@pytest.fixture(scope="session")
-def provisioned(sim: Sim, runner_dir: Path, fresh_check: Run) -> tuple[Run, Run]:
+@pytest.fixture(scope="module")
+def provisioned(provisioned_runs: dict[str, Run]) -> tuple[Run, Run]:
     """provision.yml, run twice (after the --check run on the new hosts)."""
-    return provision(sim, runner_dir, "provision-1"), provision(sim, runner_dir, "provision-2")
+    return provisioned_runs["first"], provisioned_runs["second"]
 
 
 def test_provision_runs_on_all_hosts(provisioned: tuple[Run, Run]) -> None:
