@@ -10,7 +10,7 @@ stages=("$@")
 declare -a names results
 run() {  # run NAME CMD...
   local name=$1; shift
-  echo "==> $name: $*"
+  echo "==> $name [$(date +%T)]: $*"
   local start=$SECONDS
   if "$@"; then results+=("PASS  $name ($((SECONDS - start)) s)"); else results+=("FAIL  $name ($((SECONDS - start)) s)"); fi
   names+=("$name")
@@ -18,7 +18,7 @@ run() {  # run NAME CMD...
 
 run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own counts in the summary
   local name=$1; shift
-  echo "==> $name: python -m pytest $*"
+  echo "==> $name [$(date +%T)]: python -m pytest $*"
   local start=$SECONDS log counts rc
   log=$(mktemp)
   python -m pytest "$@" 2>&1 | tee "$log"
