@@ -147,6 +147,18 @@ def test_models_only_where_the_placement_needs_them(
             assert out[host] == "", f"{host} has no placement but got {out[host]}"
 
 
+def test_a_no_op_deploy_reads_no_model(placed: dict[str, list[str]], deployed: tuple[Run, Run, Run]) -> None:
+    """The second deploy takes each model's sha256 from the sidecar the delivery wrote: no file is read."""
+    _, _, second = deployed
+    held = second.results("Read the checksums of the models this node already holds")
+    assert set(held) == set(placed), held
+    for host, res in held.items():
+        assert [f["source"] for f in res["files"].values()] == ["sidecar"], (host, res["files"])
+    local = second.results("Read the checksums of the controller's model files")
+    (res,) = local.values()
+    assert [f["source"] for f in res["files"].values()] == ["sidecar"], res["files"]
+
+
 def test_only_changed_files_move_and_deleted_files_go(
     sim: Sim, runner_dir: Path, project: Path, deployed: tuple[Run, Run, Run]
 ) -> None:

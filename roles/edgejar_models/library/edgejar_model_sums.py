@@ -1,0 +1,130 @@
+#!/usr/bin/python
+"""sha256 of model files, remembered beside each file until the file changes."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: edgejar_model_sums
+short_description: sha256 of model files, remembered in a sidecar until the file changes
+description:
+  - For each path, whether the file exists and its sha256.
+  - A multi-GB model is read only when it is new or changed. After reading a file, its sha256 is kept in
+    a sidecar file beside it (C(.<name>.sha256), JSON with the file's size, modification time and inode).
+    A later run takes the sha256 from the sidecar while all three still match. A file replaced by rsync
+    or a download (a new inode) or written in place (a new modification time) is read again.
+  - Writing a sidecar is bookkeeping, not a change of the node, so the module never reports C(changed).
+    Under C(--check) it reads but writes no sidecar.
+options:
+  paths:
+    description: Absolute paths of the files.
+    type: list
+    elements: path
+    required: true
+  remember:
+    description:
+      - Use and write the sidecars. With C(false) every file is read in full on every run and no
+        sidecar is written.
+    type: bool
+    default: true
+author: edgejar
+"""
+
+RETURN = r"""
+files:
+  description: path -> {exists, sha256 (when it exists), source (sidecar or read)}.
+  type: dict
+  returned: always
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+CHUNK = 1 << 20
+
+
+def sidecar_of(path: str) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.sha256")
+
+
+def identity(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def remembered(path: str, st: os.stat_result) -> str | None:
+    """The sidecar's sha256 when it describes this very file, else None."""
+    try:
+        with open(sidecar_of(path), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in identity(st).items()):
+        return None
+    sha = data.get("sha256")
+    return sha if isinstance(sha, str) and len(sha) == 64 else None
+
+
+def read_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remember(path: str, st: os.stat_result, sha: str) -> None:
+    """Write the sidecar atomically (a temporary file renamed over it)."""
+    head = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=head, prefix=".edgejar-sum-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({**identity(st), "sha256": sha}, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, sidecar_of(path))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "path", "required": True},
+            "remember": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    use_sidecars = module.params["remember"]
+    files: dict[str, dict[str, object]] = {}
+    for path in module.params["paths"]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            files[path] = {"exists": False}
+            continue
+        except OSError as exc:
+            module.fail_json(msg=f"{path}: {exc.strerror}", files=files)
+        sha = remembered(path, st) if use_sidecars else None
+        if sha is not None:
+            files[path] = {"exists": True, "sha256": sha, "source": "sidecar"}
+            continue
+        try:
+            sha = read_sha256(path)
+        except OSError as exc:
+            module.fail_json(msg=f"{path}: {exc.strerror}", files=files)
+        files[path] = {"exists": True, "sha256": sha, "source": "read"}
+        if use_sidecars and not module.check_mode:
+            try:
+                remember(path, st, sha)
+            except OSError as exc:
+                module.warn(f"{path}: sha256 not remembered ({exc.strerror}); it is read again next run")
+    module.exit_json(changed=False, files=files)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""roles/edgejar_models/library/edgejar_model_sums.py, run by Ansible itself on this machine (a local
+connection): a model is read in full only when it is new or changed; its sha256 is remembered beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "roles" / "edgejar_models" / "library"
+
+
+def sums(paths: list[Path], *extra: str, remember: bool = True) -> dict[str, dict[str, object]]:
+    args = json.dumps({"paths": [str(p) for p in paths], "remember": remember})
+    config = paths[0].parent.parent / "ansible.cfg"  # none of the repository's settings
+    config.write_text("[defaults]\n")
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-M",
+            str(LIBRARY),
+            "-m",
+            "edgejar_model_sums",
+            "-a",
+            args,
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(config),
+            "ANSIBLE_LOCALHOST_WARNING": "false",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "minimal",
+        },
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.split("=>", 1)[1])
+    assert result["changed"] is False
+    return result["files"]
+
+
+def test_read_once_then_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"weights" * 1000)
+    want = hashlib.sha256(model.read_bytes()).hexdigest()
+    missing = tmp_path / "none.gguf"
+
+    first = sums([model, missing])
+    assert first[str(missing)] == {"exists": False}
+    assert first[str(model)] == {"exists": True, "sha256": want, "source": "read"}
+    sidecar = tmp_path / ".m.gguf.sha256"
+    assert json.loads(sidecar.read_text())["sha256"] == want
+
+    assert sums([model])[str(model)]["source"] == "sidecar"
+
+    # written in place (a new modification time): read again, and the new sum is the one remembered
+    with model.open("r+b") as f:
+        f.write(b"DAMAGED")
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    damaged = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert sums([model])[str(model)] == {"exists": True, "sha256": damaged, "source": "read"}
+
+    # replaced by another file (a new inode, as rsync's rename makes): read again
+    fresh = tmp_path / "fresh"
+    fresh.write_bytes(b"weights" * 1000)
+    os.utime(fresh, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns))
+    fresh.replace(model)
+    assert sums([model])[str(model)] == {"exists": True, "sha256": want, "source": "read"}
+
+
+def test_a_forged_or_broken_sidecar_is_not_trusted(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"abc")
+    sidecar = tmp_path / ".m.gguf.sha256"
+    sidecar.write_text("not json")
+    assert sums([model])[str(model)]["source"] == "read"
+    data = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**data, "size": data["size"] + 1, "sha256": "0" * 64}))
+    assert sums([model])[str(model)] == {
+        "exists": True,
+        "sha256": hashlib.sha256(b"abc").hexdigest(),
+        "source": "read",
+    }
+
+
+def test_check_mode_and_rehash_write_no_sidecar(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"abc")
+    assert sums([model], "--check")[str(model)]["source"] == "read"
+    assert sums([model], remember=False)[str(model)]["source"] == "read"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
