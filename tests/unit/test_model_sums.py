@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,37 +17,38 @@ LIBRARY = ROOT / "roles" / "edgejar_models" / "library"
 
 def sums(paths: list[Path], *extra: str, remember: bool = True) -> dict[str, dict[str, object]]:
     args = json.dumps({"paths": [str(p) for p in paths], "remember": remember})
-    config = paths[0].parent.parent / "ansible.cfg"  # none of the repository's settings
-    config.write_text("[defaults]\n")
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-c",
-            "local",
-            "-i",
-            "localhost,",
-            "-M",
-            str(LIBRARY),
-            "-m",
-            "edgejar_model_sums",
-            "-a",
-            args,
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={
-            **os.environ,
-            "ANSIBLE_CONFIG": str(config),
-            "ANSIBLE_LOCALHOST_WARNING": "false",
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-            "ANSIBLE_STDOUT_CALLBACK": "minimal",
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="edgejar-model-sums-") as cfg_dir:
+        config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
+        config.write_text("[defaults]\n")
+        out = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible"),
+                "localhost",
+                "-c",
+                "local",
+                "-i",
+                "localhost,",
+                "-M",
+                str(LIBRARY),
+                "-m",
+                "edgejar_model_sums",
+                "-a",
+                args,
+                "-e",
+                f"ansible_python_interpreter={sys.executable}",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={
+                **os.environ,
+                "ANSIBLE_CONFIG": str(config),
+                "ANSIBLE_LOCALHOST_WARNING": "false",
+                "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                "ANSIBLE_STDOUT_CALLBACK": "minimal",
+            },
+        )
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout.split("=>", 1)[1])
     assert result["changed"] is False
