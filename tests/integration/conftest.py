@@ -111,14 +111,13 @@ def provisioned_runs(sim: Sim, runner_dir: Path) -> dict[str, Any]:
     `fresh_check`, `first`, `second` (tests.integration.runs.Run)."""
     from tests.integration import runs
 
-    out = {
+    return {
         "fresh_check": runs.provision(
             sim, runner_dir, "provision-fresh-check", runs.SIM_VARS, cmdline="--check"
         ),
         "first": runs.provision(sim, runner_dir, "provision-1", runs.SIM_VARS),
         "second": runs.provision(sim, runner_dir, "provision-2", runs.SIM_VARS),
     }
-    return out
 
 
 def assert_provisioned(provisioned_runs: dict[str, Any]) -> None:
