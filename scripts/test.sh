@@ -25,10 +25,16 @@ run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own co
   rc=${PIPESTATUS[0]}
   counts=$(grep -E '^=* ?[0-9]+ (passed|failed|skipped|error|errors|deselected)' "$log" | tail -1 \
     | sed -E 's/=+//g; s/ in [0-9.]+s.*//; s/^ +//')
-  rm -f "$log"
   [ -n "$counts" ] || counts="no result"
   if [ "$rc" -eq 0 ]; then results+=("PASS  $name: $counts ($((SECONDS - start)) s)")
-  else results+=("FAIL  $name: $counts ($((SECONDS - start)) s)"); fi
+  else
+    results+=("FAIL  $name: $counts ($((SECONDS - start)) s)")
+    # The failing tests by name, so that the summary (all a cut-off CI log may keep) says which.
+    local line
+    while IFS= read -r line; do results+=("      $line"); done \
+      < <(grep -E '^(FAILED|ERROR) ' "$log" | cut -c1-200 | head -20)
+  fi
+  rm -f "$log"
   names+=("$name")
 }
 
@@ -73,7 +79,10 @@ done
 
 echo
 echo "==================== summary ===================="
-failed=0
-for r in "${results[@]}"; do echo "$r"; case $r in FAIL*) failed=$((failed + 1)) ;; esac; done
-echo "$(( ${#results[@]} - failed )) passed or skipped, $failed failed"
+failed=0 passed=0
+for r in "${results[@]}"; do
+  echo "$r"
+  case $r in FAIL*) failed=$((failed + 1)) ;; PASS* | SKIP*) passed=$((passed + 1)) ;; esac
+done
+echo "$passed passed or skipped, $failed failed"
 [ "$failed" -eq 0 ]
