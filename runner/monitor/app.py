@@ -279,11 +279,18 @@ class MonitorApp(App[None]):
         return None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "instances" and event.row_key.value != self._journal_for:
-            self._journal_for = event.row_key.value
-            row = self.instance_by_key(event.row_key.value)
-            if row is not None and self.follow_logs:
-                self.start_journal(row)
+        if event.data_table.id != "instances":
+            return
+        key = event.row_key.value
+        # Follow the row under the cursor, once. A poll refills the table: its first new row posts a
+        # highlight that arrives after the cursor is back on the selected row (stale: ignored), and a row
+        # already followed is not followed again, so a poll never restarts the journal.
+        if key != self._selected_key(self.instances_table) or key == self._journal_for:
+            return
+        self._journal_for = key
+        row = self.instance_by_key(key)
+        if row is not None and self.follow_logs:
+            self.start_journal(row)
 
     # --- journal -----------------------------------------------------------------------------------
     def start_journal(self, row: InstanceRow) -> None:

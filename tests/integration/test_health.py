@@ -23,8 +23,11 @@ from tests.integration.conftest import ROOT, Sim
 
 GRACE_S = 4.0
 INSTANCE = "hc-probe"
-UNIT = f"edgejar-instance@{INSTANCE}.service"
-UNIT_FILE = f"/run/systemd/system/{UNIT}"
+# A second stand-in that sorts first on jetson, so the monitor test follows a row that is not the first one
+# (a refilled table highlights its first row; the journal must stay with the selected one).
+STAND_INS = ("hc-first", INSTANCE)
+UNITS = " ".join(f"edgejar-instance@{i}.service" for i in STAND_INS)
+UNIT_FILES = " ".join(f"/run/systemd/system/edgejar-instance@{i}.service" for i in STAND_INS)
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +36,25 @@ def service(sim: Sim) -> Iterator[HealthService]:
     # A stand-in instance unit: the real runtime is not needed to see a unit's state and its memory against
     # MemoryMax. An instance-specific unit file in /run wins over a deployed edgejar-instance@ template,
     # and leaves nothing in /etc.
-    started = svc.poller.run(
-        "jetson",
-        ["sudo", "-n", "sh", "-c", f"cat > {UNIT_FILE} && systemctl daemon-reload && systemctl start {UNIT}"],
-        stdin="[Unit]\nDescription=edgejar health test stand-in\n[Service]\nExecStart=/bin/sleep infinity\n"
-        "MemoryMax=64M\n",
-        timeout_s=60,
+    install = (
+        f"u=$(cat) && for f in {UNIT_FILES}; do printf '%s\\n' \"$u\" > $f; done"
+        f" && systemctl daemon-reload && systemctl start {UNITS}"
     )
+    unit = "[Unit]\nDescription=edgejar health test stand-in\n[Service]\nExecStart=/bin/sleep infinity\nMemoryMax=64M"
+    started = svc.poller.run("jetson", ["sudo", "-n", "sh", "-c", install], stdin=unit, timeout_s=60)
     assert started.returncode == 0, started.stderr
     try:
         yield svc
     finally:
         svc.poller.run(
             "jetson",
-            ["sudo", "-n", "sh", "-c", f"systemctl stop {UNIT}; rm -f {UNIT_FILE}; systemctl daemon-reload"],
+            [
+                "sudo",
+                "-n",
+                "sh",
+                "-c",
+                f"systemctl stop {UNITS}; rm -f {UNIT_FILES}; systemctl daemon-reload",
+            ],
             timeout_s=60,
         )
         svc.close()
@@ -140,7 +148,7 @@ def test_the_monitor_fills_its_tables_from_a_real_poll(service: HealthService) -
             app.instances_table.focus()
             app.instances_table.move_cursor(row=row)
             for _ in range(200):  # the journal follower is a worker reading over SSH
-                if any("Started" in line for line in app.log_pane.text_lines):
+                if any(INSTANCE in line and "Started" in line for line in app.log_pane.text_lines):
                     break
                 await pilot.pause(0.05)
             return nodes, instances, list(app.log_pane.text_lines)

@@ -193,6 +193,32 @@ def test_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path):
     asyncio.run(_new_placements_and_bad_metrics_path_do_not_stop_polling(tmp_path))
 
 
+async def _the_journal_followed_is_the_selected_rows_and_a_poll_keeps_it(tmp_path):
+    app, _, _ = make_app(tmp_path)
+    app.follow_logs = True
+    followed: list[str] = []
+    app.start_journal = lambda row: followed.append(f"{row.node}/{row.instance}")  # no SSH here
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_polls(app, pilot, 1)
+        app.instances_table.focus()
+        app.instances_table.move_cursor(row=3)  # rpi1/pi_solo, before the first fill's highlight is handled
+        await pilot.pause(0.1)
+        assert followed[-1] == "rpi1/pi_solo", followed
+        count = len(followed)
+        for _ in range(3):  # each poll clears and refills the table, and its first row posts a highlight
+            await poll(app, pilot)
+            await pilot.pause(0.1)
+        assert followed[count:] == [], followed  # the follower was not restarted (nor moved to row 0)
+        assert app._selected_key(app.instances_table) == "rpi1/pi_solo"
+        app.instances_table.move_cursor(row=1)
+        await pilot.pause(0.1)
+        assert followed[-1] == "jetson/brain_b", followed
+
+
+def test_the_journal_followed_is_the_selected_rows_and_a_poll_keeps_it(tmp_path):
+    asyncio.run(_the_journal_followed_is_the_selected_rows_and_a_poll_keeps_it(tmp_path))
+
+
 class StreamingPoller(FakePoller):
     """popen runs a local endless writer in place of `ssh node journalctl -f` (SSH itself is exercised in
     tests/integration/test_health.py); every process it started is kept, to see that each one is stopped."""
