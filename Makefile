@@ -8,12 +8,18 @@ STAMP  := $(VENV)/.installed
 
 # llama-cpp-python (the `node` extra) compiles llama.cpp the first time (about 6 minutes on 2 cores with
 # every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
-# per machine and version.
+# per machine and version. The build is portable (GGML_NATIVE=off: AVX2/FMA/F16C on x86), the same as
+# roles/edgejar_llama's `cpu` flavour, whose controller build reuses this wheel from pip's cache (pip keys
+# it by version, not by CMAKE_ARGS). A native build on a CPU with AMX crashed in ggml's AMX kernel here on
+# a quantized model, Gemma 3 270M Q4_K_M (docs/models.md). Set CMAKE_ARGS to build otherwise.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=off
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@echo "installing edgejar and its tools (a first install compiles llama-cpp-python: several minutes)"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e '.[dev,node]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip install -q -e '.[dev,node]'
 	touch $@
 
 venv: $(STAMP)
