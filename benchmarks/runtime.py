@@ -123,18 +123,20 @@ def run_instances(entries: list[dict[str, object]], tmp: Path) -> None:
     for e in entries:
         path = tmp / f"{e['id']}.json"
         path.write_text(json.dumps(e))
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "runner.node", "run", "--config", str(path)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        with (tmp / f"{e['id']}.log").open("w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "runner.node", "run", "--config", str(path)],
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
     try:
-        for p in procs:
+        for e, p in zip(entries, procs, strict=True):
             if p.wait(timeout=600) != 0:
-                raise SystemExit("an instance failed")
+                tail = (tmp / f"{e['id']}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"instance {e['id']} failed (exit {p.returncode}):\n{tail}")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -232,7 +234,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        model = args.model or Path(d) / "tiny.gguf"
+        # Absolute: the instance processes read it from their config, and run in the repository root.
+        model = args.model.resolve() if args.model else Path(d) / "tiny.gguf"
         if args.model is None:
             write_tiny_model(model)
         head = f"# Python {platform.python_version()} {platform.machine()}, {os.cpu_count()} CPUs"
