@@ -33,9 +33,9 @@ UNIT_FILES = " ".join(f"/run/systemd/system/edgejar-instance@{i}.service" for i 
 @pytest.fixture(scope="module")
 def service(sim: Sim) -> Iterator[HealthService]:
     svc = HealthService.from_inventory(sim.inventory, Thresholds(grace_s=GRACE_S), timeout_s=10)
-    # A stand-in instance unit: the real runtime is not needed to see a unit's state and its memory against
-    # MemoryMax. An instance-specific unit file in /run wins over a deployed edgejar-instance@ template,
-    # and leaves nothing in /etc.
+    # Stand-in instance units: the real runtime is not needed to see a unit's state and its memory against
+    # MemoryMax. Instance-specific unit files in /run win over a deployed edgejar-instance@ template, and
+    # leave nothing in /etc.
     install = (
         f"u=$(cat) && for f in {UNIT_FILES}; do printf '%s\\n' \"$u\" > $f; done"
         f" && systemctl daemon-reload && systemctl start {UNITS}"
