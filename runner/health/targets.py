@@ -10,6 +10,7 @@ from typing import Any
 
 from runner import inventory
 from runner.errors import InputError
+from runner.health import hostkeys
 
 CONNECTION_VARS = (
     "ansible_host",
@@ -20,7 +21,12 @@ CONNECTION_VARS = (
     "ansible_private_key_file",
     "ansible_ssh_common_args",
     "ansible_ssh_extra_args",
+    "ansible_ssh_args",
+    "ansible_host_key_checking",
+    "ansible_ssh_host_key_checking",
 )
+# Arguments Ansible passes to ssh; the first two reach the health probe's ssh as well.
+_SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class Target:
         return f"{self.user}@{self.host}" if self.user else self.host
 
 
+def _truthy(value: Any) -> bool:
+    """Ansible's boolean reading of a variable (true/yes/on/1 and their opposites)."""
+    return str(value).strip().lower() not in ("false", "no", "off", "0", "n", "f", "")
+
+
 def target_from_vars(node: str, hv: dict[str, Any]) -> Target:
     """Pure: a Target from a host's templated variables. Raises InputError naming the host and field."""
     connection = str(hv.get("ansible_connection") or "ssh")
@@ -52,17 +63,19 @@ def target_from_vars(node: str, hv: dict[str, Any]) -> Target:
         except ValueError:
             raise InputError(f"inventory: host {node}: ansible_port must be a number, got {port!r}") from None
     extra: list[str] = []
-    for name in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        value = hv.get(name)
-        if value:
-            try:
-                extra += shlex.split(str(value))
-            except ValueError as exc:
-                raise InputError(f"inventory: host {node}: {name}: {exc}") from None
-    if any(a.replace(" ", "").lower().endswith("stricthostkeychecking=no") for a in extra):
-        raise InputError(
-            f"inventory: host {node}: StrictHostKeyChecking=no is refused (host keys are checked)"
-        )
+    for name in _SSH_ARG_VARS:
+        try:
+            args = shlex.split(str(hv.get(name) or ""))
+            hostkeys.check_args(args)
+        except hostkeys.HostKeyCheckingOff as exc:
+            raise InputError(f"inventory: host {node}: {name}: {exc} (host keys are checked)") from None
+        except ValueError as exc:  # shlex's unbalanced quotes, an option without its value
+            raise InputError(f"inventory: host {node}: {name}: {exc}") from None
+        if name != "ansible_ssh_args":
+            extra += args
+    for name in ("ansible_host_key_checking", "ansible_ssh_host_key_checking"):
+        if name in hv and not _truthy(hv[name]):
+            raise InputError(f"inventory: host {node}: {name}: false is refused (host keys are checked)")
     key = hv.get("ansible_ssh_private_key_file") or hv.get("ansible_private_key_file")
     return Target(
         node=node,
