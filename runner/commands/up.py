@@ -1,8 +1,9 @@
 """`python -m runner up EXPERIMENT_FILE...`: place, deploy and launch in one command.
 
 Place is `runner place` (same options, same output, same exit 2 on bad input, nothing written then);
-deploy.yml and launch.yml run through ansible-runner with a per-host progress display. A host that fails
-or cannot be reached makes the command exit 1, naming the hosts and the reasons.
+playbooks/up.yml (deploy.yml + launch.yml in one run) runs through ansible-runner with a per-host
+progress display. A host that fails or cannot be reached makes the command exit 1, naming the hosts and
+the reasons.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from runner.errors import InputError
 from runner.experiment import load_files
 from runner.placement.policies import POLICIES
 
-PLAYBOOKS = ("deploy.yml", "launch.yml")
+PLAYBOOKS = ("up.yml", "launch.yml")  # up.yml: deploy.yml + launch.yml in one run; launch.yml alone
 
 
 def add_extra_vars(p: argparse.ArgumentParser) -> None:
@@ -53,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "up",
         help="place, deploy and launch experiments (one command)",
-        description="Place the experiments' instances (as `place`), then run playbooks/deploy.yml and "
-        "playbooks/launch.yml with a per-host progress display. Exit status: 0 all hosts done, 1 a host "
-        "failed or was unreachable (named, with the reason), 2 bad input (nothing written).",
+        description="Place the experiments' instances (as `place`), then run playbooks/up.yml "
+        "(deploy.yml and launch.yml in one run) with a per-host progress display. Exit status: 0 all hosts "
+        "done, 1 a host failed or was unreachable (named, with the reason), 2 bad input (nothing written).",
     )
     add_inventory(p)
     p.add_argument("experiments", nargs="+", type=Path, metavar="EXPERIMENT_FILE")
@@ -96,14 +97,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     place.run(place_args)
     timings = {"place": time.monotonic() - t0}
-    for name in PLAYBOOKS:
-        if name == "deploy.yml" and args.skip_deploy:
-            continue
-        print(f"\n==> {name}", file=sys.stderr)
-        t0 = time.monotonic()
-        result = ansible_bridge.run_playbook(name, inventory, extravars=extra)
-        timings[name] = time.monotonic() - t0
-        result.raise_for_failures()
+    name = "launch.yml" if args.skip_deploy else "up.yml"
+    print(f"\n==> {name} ({'launch' if args.skip_deploy else 'deploy + launch'})", file=sys.stderr)
+    t0 = time.monotonic()
+    result = ansible_bridge.run_playbook(name, inventory, extravars=extra)
+    timings[name] = time.monotonic() - t0
+    result.raise_for_failures()
     spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
     print(f"\nup: placed, deployed, launched (seconds: {spent})", file=sys.stderr)
     print("up: `python -m runner collect` fetches the results", file=sys.stderr)

@@ -97,9 +97,9 @@ def reports(run: Run) -> dict[str, str]:
     """instance id -> its report line (the launch's per-instance summary)."""
     out: dict[str, str] = {}
     for e in run.events:
-        if e["event"] == "runner_item_on_ok" and e["event_data"].get("task") == "Report each instance":
-            msg = e["event_data"]["res"]["msg"]
-            out[msg.split()[0]] = msg
+        if e["event"] == "runner_on_ok" and e["event_data"].get("task") == "Report each instance":
+            for msg in e["event_data"]["res"]["msg"]:
+                out[msg.split()[0]] = msg
     return out
 
 
