@@ -1,0 +1,161 @@
+"""The launch role's reconcile module (roles/edgejar_launch/library/edgejar_instances.py), its node-side
+parts on real files: what it writes, what it leaves alone, what check mode and diff mode say, and how
+it reads systemd's answers. The systemd side runs for real in tests/integration/test_launch.py."""
+
+from __future__ import annotations
+
+import grp
+import importlib.util
+import os
+import pwd
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location(
+    "edgejar_instances", ROOT / "roles/edgejar_launch/library/edgejar_instances.py"
+)
+assert spec and spec.loader
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+MY_GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+class FakeModule:
+    """What Node uses of AnsibleModule: check_mode and run_command (answers given per command)."""
+
+    def __init__(self, check: bool = False, answers: dict[str, str] | None = None) -> None:
+        self.check_mode = check
+        self.answers = answers or {}
+        self.commands: list[list[str]] = []
+
+    def run_command(self, argv: list[str]) -> tuple[int, str, str]:
+        self.commands.append(argv)
+        return 0, self.answers.get(argv[1], ""), ""
+
+    def fail_json(self, **kw: Any) -> None:
+        raise AssertionError(kw)
+
+
+def node(check: bool = False, **answers: str) -> Any:
+    return mod.Node(FakeModule(check, answers))
+
+
+def test_a_file_is_written_once_and_then_left_alone(tmp_path: Path) -> None:
+    n, path = node(), str(tmp_path / "a.json")
+    assert n.file(path, "one\n", ME, MY_GROUP, 0o640)
+    assert Path(path).read_text() == "one\n" and (os.stat(path).st_mode & 0o777) == 0o640
+    inode = os.stat(path).st_ino
+    assert not n.file(path, "one\n", ME, MY_GROUP, 0o640)
+    assert os.stat(path).st_ino == inode  # not rewritten
+    assert n.file(path, "two\n", ME, MY_GROUP, 0o640)
+    assert Path(path).read_text() == "two\n"
+    assert [e for e in os.listdir(tmp_path) if e.startswith(".")] == []  # no temporary file left
+
+
+def test_a_wrong_mode_alone_is_fixed_without_rewriting(tmp_path: Path) -> None:
+    n, path = node(), tmp_path / "a.conf"
+    path.write_text("x\n")
+    path.chmod(0o600)
+    inode = path.stat().st_ino
+    assert n.file(str(path), "x\n", ME, MY_GROUP, 0o644)
+    assert path.stat().st_mode & 0o777 == 0o644 and path.stat().st_ino == inode
+    assert n.diffs == []  # the content did not change
+
+
+def test_check_mode_changes_nothing_and_reports_the_diff(tmp_path: Path) -> None:
+    n, path = node(check=True), tmp_path / "a.json"
+    path.write_text("old\n")
+    assert n.file(str(path), "new\n", ME, MY_GROUP, 0o644)
+    assert n.directory(str(tmp_path / "d"), ME, MY_GROUP, 0o755)
+    assert n.remove(str(path))
+    assert path.read_text() == "old\n" and not (tmp_path / "d").exists()
+    assert n.diffs[0]["before"] == "old\n" and n.diffs[0]["after"] == "new\n"
+
+
+def test_a_secret_never_shows_in_a_diff(tmp_path: Path) -> None:
+    n, path = node(check=True), tmp_path / "peer.key"
+    path.write_text("s3cret-old")
+    assert n.file(str(path), "s3cret-new", ME, MY_GROUP, 0o640, secret=True)
+    assert "s3cret" not in str(n.diffs)
+
+
+def test_systemctl_show_blocks_are_read_per_unit() -> None:
+    out = (
+        "Id=edgejar-instance@a.service\nActiveState=active\nSubState=running\nMainPID=12\n\n"
+        "Id=edgejar-instance@b.service\nActiveState=inactive\nResult=success\nExecMainStatus=0\n"
+    )
+    n = node(show=out)
+    states = n.show(
+        ["edgejar-instance@a.service", "edgejar-instance@b.service", "edgejar-instance@c.service"]
+    )
+    assert states["edgejar-instance@a.service"]["MainPID"] == "12"
+    assert mod._running(states["edgejar-instance@a.service"])
+    assert mod._completed(states["edgejar-instance@b.service"])
+    assert states["edgejar-instance@c.service"] == {}
+
+
+def test_known_instances_are_read_from_list_units() -> None:
+    out = (
+        "edgejar-instance@a.service loaded active running edgejar experiment instance a\n"
+        "edgejar-instance@old_1.service loaded failed failed edgejar experiment instance old_1\n"
+        "other@x.service loaded active running x\n"
+    )
+    assert node(**{"list-units": out}).known("edgejar-instance") == [("a", "active"), ("old_1", "failed")]
+
+
+@pytest.mark.parametrize(
+    ("props", "running", "completed"),
+    [
+        ({"ActiveState": "active"}, True, False),
+        ({"ActiveState": "activating", "SubState": "auto-restart"}, False, False),
+        ({"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, False, True),
+        ({"ActiveState": "inactive", "Result": "exit-code", "ExecMainStatus": "1"}, False, False),
+        ({"ActiveState": "failed", "Result": "oom-kill"}, False, False),
+    ],
+)
+def test_states(props: dict[str, str], running: bool, completed: bool) -> None:
+    assert mod._running(props) is running
+    assert mod._completed(props) is completed
+
+
+def test_memory_is_reported_in_mib() -> None:
+    assert mod._mib("2147483648") == 2048.0
+    assert mod._mib("[not set]") is None and mod._mib(None) is None
+
+
+def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> None:
+    configs, units = tmp_path / "instances", tmp_path / "units"
+    configs.mkdir()
+    units.mkdir()
+    (configs / "gone.json").write_text("{}")
+    (units / "edgejar-instance@gone.service.d").mkdir()
+    (units / "edgejar-instance@gone.service.d" / "10-edgejar.conf").write_text("[Service]\n")
+    fake = FakeModule(check=False)
+    fake.params = {
+        "unit": "edgejar-instance",
+        "unit_dir": str(units),
+        "config_dir": str(configs),
+        "data_dir": str(tmp_path / "data"),
+        "user": ME,
+        "group": MY_GROUP,
+        "template": "[Unit]\n",
+        "instances": [],
+        "files": [],
+        "prune": True,
+        "wait_timeout": 1,
+        "log_lines": 5,
+        "host": "n1",
+    }
+    rec = mod.Reconcile(SimpleNamespace(**vars(fake), run_command=fake.run_command, fail_json=fake.fail_json))
+    rec.files()
+    rec.prune()
+    assert rec.removed == ["gone"]
+    assert not (configs / "gone.json").exists() and not (units / "edgejar-instance@gone.service.d").exists()
+    assert ["systemctl", "disable", "--now", "--", "edgejar-instance@gone.service"] in fake.commands
