@@ -65,6 +65,9 @@ class Progress:
     out: TextIO = field(default_factory=lambda: sys.stderr)
     tty: bool | None = None
     hosts: dict[str, HostProgress] = field(default_factory=dict)
+    # Module results kept for the caller: task name -> host -> the task's result (e.g. launch's reconcile).
+    capture: frozenset[str] = frozenset()
+    captured: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _drawn: int = 0
 
@@ -112,6 +115,8 @@ class Progress:
         host = data.get("host")
         if not host or not kind.startswith("runner_on_") or kind == "runner_on_start":
             return
+        if data.get("task") in self.capture and kind in ("runner_on_ok", "runner_on_failed"):
+            self.captured.setdefault(str(data["task"]), {})[host] = data.get("res") or {}
         p = self.hosts.setdefault(host, HostProgress())
         p.task = str(data.get("task", ""))
         problem = ""

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from runner import ansible_bridge
-from runner.commands import place
+from runner.commands import launched, place
 from runner.commands.common import add_inventory, inventory_path
 from runner.errors import InputError
 from runner.experiment import load_files
@@ -68,6 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--skip-deploy", action="store_true", help="place and launch only (code and models as they are)"
     )
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=30.0,
+        default=None,
+        metavar="S",
+        help="then stream the journals of the instances launch started or restarted for S seconds "
+        "(default 30; Ctrl-C stops)",
+    )
     add_extra_vars(p)
     p.set_defaults(func=run)
 
@@ -100,10 +110,19 @@ def run(args: argparse.Namespace) -> int:
     name = "launch.yml" if args.skip_deploy else "up.yml"
     print(f"\n==> {name} ({'launch' if args.skip_deploy else 'deploy + launch'})", file=sys.stderr)
     t0 = time.monotonic()
-    result = ansible_bridge.run_playbook(name, inventory, extravars=extra)
+    progress = ansible_bridge.Progress(capture=frozenset({launched.RECONCILE_TASK}))
+    result = ansible_bridge.run_playbook(name, inventory, extravars=extra, progress=progress)
     timings[name] = time.monotonic() - t0
+    reconciled = progress.captured.get(launched.RECONCILE_TASK, {})
+    instances = launched.from_results(reconciled)
+    removed = {node: list(res.get("removed") or []) for node, res in reconciled.items()}
+    print("", *launched.summary(instances, removed), sep="\nup: ", file=sys.stderr)
     result.raise_for_failures()
     spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
     print(f"\nup: placed, deployed, launched (seconds: {spent})", file=sys.stderr)
-    print("up: `python -m runner collect` fetches the results", file=sys.stderr)
+    if args.watch is not None:
+        launched.watch(inventory, instances, args.watch)
+    else:
+        print("up: `--watch` follows what changed; `python -m runner monitor` watches; `python -m runner "
+              "collect` fetches the results", file=sys.stderr)  # fmt: skip
     return 0
