@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,9 +91,18 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = args.root.resolve()
-    files = [p.resolve() for p in (args.experiments or sorted((ROOT / "experiments/demo").glob("*.yml")))]
-    if not files:
+    sources = args.experiments or sorted((ROOT / "experiments/demo").glob("*.yml"))
+    if not sources:
         sys.exit("no experiments: run `make demo` first (it writes experiments/demo/*.yml)")
+    # Copies that run until stopped: an instance that completes its cycles during the runs would count
+    # as a restart that the edit did not cause.
+    workdir = Path(tempfile.mkdtemp(prefix="iteration-bench."))
+    files = []
+    for src in sources:
+        data = yaml.safe_load(src.read_text())
+        data["cycles"] = 0
+        files.append(workdir / src.name)
+        files[-1].write_text(yaml.safe_dump(data, sort_keys=False))
     py = str(ROOT / ".venv/bin/python")
     inventory = sh([py, "-m", "runner", "sim", "inventory"], ROOT).strip()
     up = [py, "-m", "runner", "up", "-i", inventory, *map(str, files)]
@@ -119,6 +129,7 @@ def main() -> int:
             results["noop_deploy"].append(timed(deploy, root))
     finally:
         files[0].write_text(original)
+        timed(up, root)  # leave the cluster as the copies describe it
     summary = {k: stats(v) for k, v in results.items()}
     print(f"{'step':<14} {'median':>8} {'min':>8} {'max':>8}   ({args.runs} runs, {root})")
     for k, s in summary.items():

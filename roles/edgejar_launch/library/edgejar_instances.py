@@ -313,6 +313,8 @@ class Reconcile:
             props = before[self.name(iid)]
             if self.why[iid]:
                 actions[iid] = "restarted"
+            elif _completed(props) and props.get("UnitFileState") == "enabled":
+                actions[iid] = "none"  # ran all its cycles: started again only when its files change
             elif not _running(props):
                 actions[iid] = "started"
                 self.why[iid].append(f"was {props.get('ActiveState') or 'unknown'}")
