@@ -107,14 +107,18 @@ while [ $SECONDS -lt $END ]; do
   $PY -m runner health -i "$INV" | sed 's/^/   /' || true
 done
 
-step "collect: records and logs from every node, merged per experiment under results/"
+step "collect: records and logs from every node, merged per experiment under results/, and a report each"
 phase_start
 $PY -m runner collect -i "$INV"
 phase_end collect
 
 cat <<MSG
 
+The reports (open them in a browser; no network needed):
+$(printf '  %s\n' results/*/report.html)
+
 The experiments are still running on the simulated cluster (inventory $INV).
+  .venv/bin/python -m runner report -i $INV      # rewrite the reports (after another collect)
   .venv/bin/python -m runner collect -i $INV     # collect again (adds only what is new)
   .venv/bin/python -m runner results --json      # the summary as JSON; databases in results/<experiment>/
   .venv/bin/python -m runner monitor -i $INV     # watch them live
