@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@echo "installing edgejar and its tools (a first install compiles llama-cpp-python: several minutes)"
 	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q -e '.[dev,node]'
+	  $(PY) -m pip install -q -e '.[dev,node,report]'
 	touch $@
 
 venv: $(STAMP)

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.down",
     "runner.commands.collect",
     "runner.commands.results",
+    "runner.commands.report",
     "runner.modelfile.cli",
     "runner.sim.cli",
 )

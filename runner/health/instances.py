@@ -7,7 +7,8 @@ from typing import Any
 
 from runner.health.model import InstanceRow, NodeSample, RecordStats
 
-NOT_LOADED = "not loaded"  # placed, but systemd has no such unit loaded (not deployed, or stopped long ago)
+NOT_LOADED = "not loaded"  # placed, but systemd has no such unit loaded and the records show no end
+UNIT_GONE = ("inactive", "failed")  # a unit in these states has ended: the records say how
 UNKNOWN = "unknown"  # the node was never reached
 STALE_PREFIX = "stale: "
 
@@ -25,14 +26,18 @@ def rows(
         unit = units.get(iid)
         stats = records.get(iid, RecordStats())
         if unit is None:
-            state = UNKNOWN if sample is None else NOT_LOADED
+            # A finished unit is unloaded by systemd soon after: the records say how it ended.
+            state = UNKNOWN if sample is None else stats.end or NOT_LOADED
             out.append(InstanceRow(iid, node, state, iid in placed_ids, stats=stats))
             continue
+        state = f"{unit.active}/{unit.sub}"
+        if unit.active in UNIT_GONE and stats.end:
+            state = f"{stats.end} ({state})"
         out.append(
             InstanceRow(
                 instance=iid,
                 node=node,
-                state=f"{STALE_PREFIX if stale else ''}{unit.active}/{unit.sub}",
+                state=f"{STALE_PREFIX if stale else ''}{state}",
                 placed=iid in placed_ids,
                 memory_bytes=unit.memory_bytes,
                 memory_max_bytes=unit.memory_max_bytes,

@@ -31,13 +31,14 @@ class UnitSample:
 
 @dataclass(frozen=True)
 class RecordStats:
-    """Per-instance statistics from the node's records database (not read yet: see probe.read_records)."""
+    """Per-instance statistics from the node's records database (probe.read_records)."""
 
     lives: int | None = None
     deaths: int | None = None
     cycle: int | None = None
     tokens_per_s: float | None = None
     last_message_at: float | None = None  # epoch seconds
+    end: str | None = None  # how the latest life ended (completed, stopped, oom-kill...); None: not ended
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ def instance_stats(records: Any) -> dict[str, RecordStats]:
             cycle=_int(raw.get("cycle")),
             tokens_per_s=float(tps) if isinstance(tps, int | float) else None,
             last_message_at=float(last) if isinstance(last, int | float) else None,
+            end=str(raw["end"]) if isinstance(raw.get("end"), str) and raw["end"] else None,
         )
     return out
 

@@ -139,14 +139,43 @@ def jetson() -> dict[str, Any]:
     return out
 
 
-def read_records(path: str) -> dict[str, Any]:
-    """Per-instance statistics from the node's records database (SEAM, not read yet).
+RECORDS_SQL = {
+    "lives": "SELECT instance_id, COUNT(*) FROM lives GROUP BY 1",
+    "deaths": """SELECT instance_id, COUNT(*) FROM life_ends
+        WHERE cause NOT IN ('stopped', 'completed') GROUP BY 1""",
+    "cycle": "SELECT instance_id, MAX(cycle) FROM cycles GROUP BY 1",
+    "tokens_per_s": """SELECT instance_id, tokens_per_s FROM cycles c WHERE started_at =
+        (SELECT MAX(started_at) FROM cycles d WHERE d.instance_id = c.instance_id)""",
+    "last_message_at": "SELECT instance_id, MAX(at) FROM messages GROUP BY 1",
+    # How the latest life ended: its recorded end, else the exit systemd reported (None: not ended).
+    "end": """SELECT l.instance_id, COALESCE(
+            (SELECT cause FROM life_ends e WHERE e.instance_id = l.instance_id AND e.life = l.life),
+            (SELECT cause FROM exit_reports x WHERE x.instance_id = l.instance_id AND x.life = l.life
+             ORDER BY reported_at DESC LIMIT 1))
+        FROM lives l WHERE l.life = (SELECT MAX(life) FROM lives m WHERE m.instance_id = l.instance_id)""",
+}
 
-    The runtime's schema is not fixed yet. When it is, this returns {instance id: {"lives", "deaths",
-    "cycle", "tokens_per_s", "last_message_at"}} read with sqlite3 in read-only mode
-    (`file:...?mode=ro`, uri=True); `runner.health.parse.instance_stats` maps it onto the instance rows.
+
+def read_records(path: str) -> dict[str, Any]:
+    """Per-instance statistics from the node's records database, read-only: {instance id: {"lives",
+    "deaths", "cycle", "tokens_per_s", "last_message_at", "end"}} (`end`: how the latest life ended,
+    e.g. completed, stopped, oom-kill; None while it runs). `runner.health.parse.instance_stats` maps it
+    onto the instance rows. A database that cannot be read gives {} (the rest of the probe still counts).
     """
-    return {}
+    import sqlite3
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            for key, sql in RECORDS_SQL.items():
+                for iid, value in conn.execute(sql):
+                    out.setdefault(str(iid), {})[key] = value
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+    return out
 
 
 def collect() -> dict[str, Any]:

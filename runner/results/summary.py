@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from runner.node import queries
+from runner.results import excerpts
 from runner.results.merge import DB_NAME, NODES_DIR
 
 TEXT_CHARS = 100  # model text shown in the summary is cut to this length
+SAID_LINES = 4  # what the models said: this many instances' latest words per experiment
 
 
 def _short(text: str | None) -> str:
@@ -135,6 +137,10 @@ def experiment(name: str, db: Path) -> dict[str, Any]:
             "database": str(db),
             "instances": instances(conn),
             "outcome": outcome,
+            "said": {
+                iid: {"cycle": items[-1].cycle, "text": items[-1].text}
+                for iid, items in excerpts.said(conn, per_instance=1, limit=TEXT_CHARS).items()
+            },
             "log_lines": logs,
         }
     finally:
@@ -183,6 +189,17 @@ def _outcome_lines(exp: dict[str, Any]) -> list[str]:
     return []
 
 
+def _said_lines(exp: dict[str, Any]) -> list[str]:
+    said = sorted(exp.get("said", {}).items())
+    if not said:
+        return []
+    lines = ["  what the models said (each instance's latest words):"]
+    lines += [f"    {iid}, cycle {s['cycle']}: {s['text']!r}" for iid, s in said[:SAID_LINES]]
+    if len(said) > SAID_LINES:
+        lines.append(f"    ... and {len(said) - SAID_LINES} more instance(s): report.html has them all")
+    return lines
+
+
 def render(doc: dict[str, Any]) -> str:
     from runner.commands.common import table
 
@@ -211,6 +228,7 @@ def render(doc: dict[str, Any]) -> str:
                     f"== {exp['name']} ({exp['mode']}): {exp['database']}",
                     table(rows, header),
                     *_outcome_lines(exp),
+                    *_said_lines(exp),
                 ]
             )
         )
