@@ -106,3 +106,20 @@ def test_check_mode_and_rehash_write_no_sidecar(tmp_path: Path) -> None:
     assert sums([model], "--check")[str(model)]["source"] == "read"
     assert sums([model], remember=False)[str(model)]["source"] == "read"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
+
+
+def test_list_dir_lists_the_model_files_in_the_same_call(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgejar_model_sums", LIBRARY / "edgejar_model_sums.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    (tmp_path / "a.gguf").write_bytes(b"a")
+    (tmp_path / "b.gguf").write_bytes(b"b")
+    (tmp_path / ".b.gguf.sha256").write_text("{}")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "dir.gguf").mkdir()
+    (tmp_path / "link.gguf").symlink_to(tmp_path / "a.gguf")
+    assert mod.listed(str(tmp_path), "*.gguf") == [str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf")]
+    assert mod.listed(str(tmp_path / "missing"), "*.gguf") == []

@@ -26,6 +26,15 @@ options:
         sidecar is written.
     type: bool
     default: true
+  list_dir:
+    description:
+      - Also list the files in this directory whose names match C(pattern) (not recursive), so that a
+        caller can prune them without a second round trip. A missing directory lists nothing.
+    type: path
+  pattern:
+    description: Shell pattern of the files C(list_dir) lists.
+    type: str
+    default: "*.gguf"
 author: edgejar
 """
 
@@ -34,8 +43,13 @@ files:
   description: path -> {exists, sha256 (when it exists), source (sidecar or read)}.
   type: dict
   returned: always
+present:
+  description: The matching files in C(list_dir), sorted (only when list_dir is given).
+  type: list
+  returned: when list_dir is given
 """
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -91,11 +105,23 @@ def remember(path: str, st: os.stat_result, sha: str) -> None:
         raise
 
 
+def listed(directory: str, pattern: str) -> list[str]:
+    """The regular files in `directory` whose names match `pattern`, as sorted full paths."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    paths = (os.path.join(directory, n) for n in names if fnmatch.fnmatch(n, pattern))
+    return sorted(p for p in paths if os.path.isfile(p) and not os.path.islink(p))
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "paths": {"type": "list", "elements": "path", "required": True},
             "remember": {"type": "bool", "default": True},
+            "list_dir": {"type": "path"},
+            "pattern": {"type": "str", "default": "*.gguf"},
         },
         supports_check_mode=True,
     )
@@ -123,7 +149,10 @@ def main() -> None:
                 remember(path, st, sha)
             except OSError as exc:
                 module.warn(f"{path}: sha256 not remembered ({exc.strerror}); it is read again next run")
-    module.exit_json(changed=False, files=files)
+    result: dict[str, object] = {"changed": False, "files": files}
+    if module.params["list_dir"]:
+        result["present"] = listed(module.params["list_dir"], module.params["pattern"])
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
