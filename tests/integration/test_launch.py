@@ -296,6 +296,81 @@ def test_an_instance_over_its_memory_ceiling_is_oom_killed_restarted_and_recorde
     assert {m for (m,) in peak} == {256}, peak
 
 
+def main_pids(sim: Sim, runner_dir: Path, name: str) -> dict[str, str]:
+    """instance id -> main PID of its running unit, over every node."""
+    out = runs.shell(
+        sim,
+        runner_dir,
+        name,
+        "for u in $(systemctl list-units --plain --no-legend --state=active 'edgejar-instance@*' | cut -d' ' -f1);"
+        " do echo $u $(systemctl show -p MainPID --value $u); done",
+    )
+    pids: dict[str, str] = {}
+    for text in out.values():
+        for line in text.splitlines():
+            unit, _, pid = line.partition(" ")
+            pids[unit.split("@", 1)[1].removesuffix(".service")] = pid
+    return pids
+
+
+def test_editing_one_instance_restarts_it_alone(
+    sim: Sim, runner_dir: Path, project: Path, launched: tuple[Run, Run, Run, Run]
+) -> None:
+    place(sim, project, *files(*EXPERIMENTS), *PINS, "--exclude", "rpi1")
+    deploy(sim, runner_dir, project, "launch-deploy-edit-0")
+    settled, _ = launch(sim, runner_dir, "launch-edit-0")
+    assert settled.status == "successful", (settled.stats, settled.errors())
+    before = main_pids(sim, runner_dir, "launch-edit-pids-before")
+    path = project / "experiments" / "panopticon.yml"
+    data = yaml.safe_load(path.read_text())
+    data["instances"][0]["system_prompt"] = "You are edited: answer in five words."
+    edited = data["instances"][0]["id"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    placed = place(sim, project, *files(*EXPERIMENTS), *PINS, "--exclude", "rpi1")
+    run, _ = launch(sim, runner_dir, "launch-edit")
+    assert run.status == "successful", (run.stats, run.errors())
+    after = main_pids(sim, runner_dir, "launch-edit-pids-after")
+    assert set(after) == set(before), (before, after)
+    assert sorted(i for i in before if after[i] != before[i]) == [edited], (before, after)
+    assert set(run.stats.get("changed", {})) == {placed["placements"][edited]}, run.stats
+    assert "[restarted: config changed]" in reports(run)[edited]
+
+
+def test_a_failing_instance_is_reported_with_its_log_tail(
+    sim: Sim, runner_dir: Path, project: Path, launched: tuple[Run, Run, Run, Run]
+) -> None:
+    """The model file vanishes on the node: the instance exits 2 (bad input, no retry) and launch names
+    it with the runtime's own message from the journal. A deploy brings the model back."""
+    placed = place(sim, project, *files(*EXPERIMENTS), *PINS, "--exclude", "rpi1")
+    iid = "split_brain_B"
+    node = placed["placements"][iid]
+    runs.shell(
+        sim,
+        runner_dir,
+        "launch-fail-break",
+        "mv /var/lib/edgejar/models /var/lib/edgejar/models.away && "
+        f"systemctl restart {UNIT.format(iid)}; sleep 3; true",
+        hosts=node,
+    )
+    try:
+        run, _ = launch(sim, runner_dir, "launch-fail")
+        assert run.status == "failed", run.stats
+        msg = str(run.errors().get(node, ""))
+        assert f"{iid} is failed" in msg and "journalctl -u" in msg, run.errors()
+        assert "/var/lib/edgejar/models/" in msg, msg  # the runtime's own words: which model is missing
+    finally:
+        runs.shell(
+            sim,
+            runner_dir,
+            "launch-fail-mend",
+            "rm -rf /var/lib/edgejar/models && mv /var/lib/edgejar/models.away /var/lib/edgejar/models",
+            hosts=node,
+        )
+    again, _ = launch(sim, runner_dir, "launch-fail-mended")
+    assert again.status == "successful", (again.stats, again.errors())
+    assert "[started: was failed]" in reports(again)[iid]
+
+
 def test_stop_leaves_nothing_running_and_a_second_stop_changes_nothing(
     sim: Sim, runner_dir: Path, launched: tuple[Run, Run, Run, Run]
 ) -> None:
