@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from runner import names
+from runner import names, yamlio
 from runner.errors import InputError
 from runner.node import config as node_config
 from runner.node.config import MODES, RUNTIME_DEFAULTS
@@ -92,13 +92,26 @@ class _Where:
             raise self.error(key, f"unknown field{hint}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise json.JSONDecodeError(f"key {key!r} is given twice", "", 0)
+        out[key] = value
+    return out
+
+
 def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return (
+            json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else yamlio.load(text)
+        )
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
 

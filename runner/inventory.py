@@ -201,7 +201,13 @@ def load(path: Path) -> Cluster:
     ports: range | None = None
     models: dict[str, Any] = {}
     for host in hosts:
-        raw = variables.get_vars(host=host, include_hostvars=False)
+        try:
+            raw = variables.get_vars(host=host, include_hostvars=False)
+        except AnsibleError as exc:  # e.g. a damaged host_vars/<host>/placement.yml
+            raise InputError(
+                f"inventory {path}: host {host.name}: its variables cannot be read ({exc.message}); "
+                f"fix or remove the file it names (`runner place` writes placement.yml anew)"
+            ) from None
         templar = Templar(loader=loader, variables=raw)
         wanted = [k for k in raw if k.startswith(("node_", "edgejar_")) or k == "ansible_host"]
         try:
