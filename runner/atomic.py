@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from runner.errors import EdgejarError
 
 
 def write_all(files: Mapping[Path, str]) -> list[Path]:
@@ -57,3 +62,29 @@ def write_all(files: Mapping[Path, str]) -> list[Path]:
             tmp.unlink(missing_ok=True)
         raise
     return sorted(changed)
+
+
+@contextlib.contextmanager
+def locked(directory: Path, what: str, wait_s: float = 300.0) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock on the directory itself: no lock file is left
+    behind). A second holder waits, saying so on stderr, and gives up after `wait_s` seconds."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{what}: waiting for another run that holds {directory}", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise EdgejarError(
+                            f"{what}: {directory} is still locked by another run after {wait_s:g} s"
+                        ) from None
+                    time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)

@@ -14,23 +14,16 @@ from typing import Any
 
 import yaml
 
+from runner import names, yamlio
 from runner.errors import InputError
+from runner.node import config as node_config
+from runner.node.config import MODES, RUNTIME_DEFAULTS
 
-MODES = ("isolated", "amnesiac_loop", "split_brain", "hive_cluster", "panopticon", "prisoners_dilemma")
-
-# Runtime settings an experiment sets for all its instances and an instance may override.
-RUNTIME_DEFAULTS: dict[str, Any] = {
-    "n_ctx": 2048,
-    "n_gpu_layers": 0,
-    "n_threads": 0,  # 0: let llama.cpp choose
-    "n_batch": 512,
-    "max_tokens": 128,
-    "temperature": 0.8,
-    "top_p": 0.95,
-    "seed": 0,
-    "cycles": 0,  # 0: run until stopped
-    "cycle_delay_s": 1.0,
-}
+# The modes and runtime settings are the node runtime's own (runner/node/config.py): one definition.
+# memory_gb and gpu_memory_gb: a llama.cpp process does not start below about 64 MiB (the runtime alone
+# takes about 50 MiB RSS, docs/models.md); above 1 TB is a typo, not a board.
+MIN_GB = 0.0625
+MAX_GB = 1024.0
 _RUNTIME_TYPES: dict[str, type | tuple[type, ...]] = {
     k: (int, float) if isinstance(v, float) else int for k, v in RUNTIME_DEFAULTS.items()
 }
@@ -99,13 +92,26 @@ class _Where:
             raise self.error(key, f"unknown field{hint}")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise json.JSONDecodeError(f"key {key!r} is given twice", "", 0)
+        out[key] = value
+    return out
+
+
 def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return (
+            json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else yamlio.load(text)
+        )
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
 
@@ -129,8 +135,12 @@ def _ids(where: _Where, name: str, value: Any) -> tuple[str, ...]:
 def _gb(where: _Where, name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not node_config.finite(value):
         raise where.error(name, f"must be a positive number of GB, got {value!r}")
+    if not MIN_GB <= value <= MAX_GB:
+        raise where.error(
+            name, f"must be a positive number of GB from {MIN_GB:g} to {MAX_GB:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -140,6 +150,8 @@ def _runtime(where: _Where, data: Mapping[str, Any], base: Mapping[str, Any]) ->
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, _RUNTIME_TYPES[key]):
             raise where.error(key, f"must be a number, got {value!r}")
+        if not node_config.finite(value):
+            raise where.error(key, f"must be a finite number, got {value!r}")
         if key != "n_gpu_layers" and value < 0:
             raise where.error(key, f"must not be negative, got {value!r}")
         out[key] = value
@@ -160,10 +172,10 @@ def _instance(
     if not isinstance(raw, Mapping):
         raise _Where(path).error(f"instances[{n}]", f"must be a mapping, got {raw!r}")
     iid = raw.get("id")
-    if not isinstance(iid, str) or not iid or not iid.replace("_", "").replace("-", "").isalnum():
-        raise _Where(path).error(
-            f"instances[{n}].id", f"must be a name of letters, digits, '_' or '-', got {iid!r}"
-        )
+    bad = names.problem(iid)
+    if bad:
+        raise _Where(path).error(f"instances[{n}].id", bad)
+    assert isinstance(iid, str)
     where = _Where(path, iid)
     where.unknown(set(raw) - set(RUNTIME_DEFAULTS), INSTANCE_KEYS)
     gpu = raw.get("gpu", False)
@@ -203,6 +215,27 @@ def _instance(
     )
 
 
+def node_check(exp: Experiment) -> None:
+    """Run each instance through the node runtime's own config check (runner/node/config.py), with the
+    entry `place` would write, so that what validate and place accept the node accepts too."""
+    for spec in exp.instances:
+        entry = {
+            "id": spec.id,
+            "experiment": exp.name,
+            "mode": exp.mode,
+            "model": spec.model,
+            "model_path": "/models/model.gguf",
+            "data_dir": "/data",
+            "address": "192.0.2.1",  # a documentation address: only its form is checked
+            "port": 9000,
+            "gpu": spec.gpu,
+            "runtime": dict(spec.runtime),
+            "settings": dict(spec.settings),
+            "interventions": [dict(i) for i in exp.interventions],
+        }
+        node_config.parse(entry, Path(f"{exp.source}: instance {spec.id}"))
+
+
 def load_file(path: Path) -> Experiment:
     data = _read(path)
     where = _Where(path)
@@ -210,6 +243,9 @@ def load_file(path: Path) -> Experiment:
         raise InputError(f"{path}: must be a mapping with name, mode, model and instances")
     where.unknown(set(data) - set(RUNTIME_DEFAULTS), EXPERIMENT_KEYS)
     name = _str(where, "name", data.get("name"))
+    bad_name = names.problem(name)
+    if bad_name:  # the name reaches unit files, paths (results/<name>/) and commands
+        raise where.error("name", bad_name)
     mode = data.get("mode")
     if mode not in MODES:
         raise where.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
@@ -231,7 +267,7 @@ def load_file(path: Path) -> Experiment:
     interventions = data.get("interventions") or []
     if not isinstance(interventions, list) or not all(isinstance(i, Mapping) for i in interventions):
         raise where.error("interventions", "must be a list of mappings")
-    return Experiment(
+    experiment = Experiment(
         name=name or "",
         mode=str(mode),
         model=model or "",
@@ -241,6 +277,8 @@ def load_file(path: Path) -> Experiment:
         interventions=tuple(interventions),
         disabled=tuple(spec.id for spec in disabled),
     )
+    node_check(experiment)
+    return experiment
 
 
 def load_files(paths: Sequence[Path]) -> list[Experiment]:

@@ -3,12 +3,14 @@ own inventory and variable managers so that precedence (group_vars, host_vars, c
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import names
 from runner.errors import InputError
 from runner.placement.model import Node, gb_to_mib
 
@@ -74,6 +76,8 @@ def _number(host: str, name: str, value: Any, *, integer: bool = False) -> float
         except (TypeError, ValueError):
             want = "a whole number" if integer else "a number"
             raise InputError(f"inventory: host {host}: {name} must be {want}, got {value!r}") from None
+    if not isinstance(value, int) and not math.isfinite(value):
+        raise InputError(f"inventory: host {host}: {name} must be a finite number, got {value!r}")
     if value < 0:
         raise InputError(f"inventory: host {host}: {name} must not be negative, got {value!r}")
     if integer and value != int(value):
@@ -102,6 +106,9 @@ def _priority(host: str, value: Any) -> int:
 
 def node_from_vars(host: str, hv: Mapping[str, Any]) -> Node:
     """Build a placement Node from a host's (templated, plain) variables. Pure; validates every field."""
+    bad_name = names.problem(host)
+    if bad_name:  # the name becomes host_vars/<host>/, a path component: no `..`, no `/`
+        raise InputError(f"inventory: host {host!r}: the host name {bad_name}")
     tags = hv.get("node_tags", [])
     if isinstance(tags, str) or not isinstance(tags, list):
         raise InputError(f"inventory: host {host}: node_tags must be a list, got {tags!r}")
@@ -194,7 +201,13 @@ def load(path: Path) -> Cluster:
     ports: range | None = None
     models: dict[str, Any] = {}
     for host in hosts:
-        raw = variables.get_vars(host=host, include_hostvars=False)
+        try:
+            raw = variables.get_vars(host=host, include_hostvars=False)
+        except AnsibleError as exc:  # e.g. a damaged host_vars/<host>/placement.yml
+            raise InputError(
+                f"inventory {path}: host {host.name}: its variables cannot be read ({exc.message}); "
+                f"fix or remove the file it names (`runner place` writes placement.yml anew)"
+            ) from None
         templar = Templar(loader=loader, variables=raw)
         wanted = [k for k in raw if k.startswith(("node_", "edgejar_")) or k == "ansible_host"]
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from runner.errors import InputError
 from runner.experiment import InstanceSpec
+from runner.inventory import Cluster
 from runner.placement.model import Instance, gb_to_mib
 
 # An estimate is a floor; the memory ceiling gets this much headroom on top, in 64 MiB steps.
@@ -31,6 +32,21 @@ def model_cache() -> Path:
 
 def is_known_model(name: str, catalog: Mapping[str, Any]) -> bool:
     return name in catalog or name.endswith(".gguf")
+
+
+def check_references(spec: InstanceSpec, cluster: Cluster) -> None:
+    """The names an instance gives that the inventory must know: its model (a catalog name or a .gguf
+    path) and its node and preferred node. validate and place both call this: they agree."""
+    if not is_known_model(spec.model, cluster.models):
+        raise InputError(
+            f"{spec.source}: instance {spec.id}: model: unknown model {spec.model!r} "
+            f"(catalog: {', '.join(sorted(cluster.models)) or 'empty'}; or give a .gguf path)"
+        )
+    nodes = {cn.node.name for cn in cluster.nodes}
+    for field_name in ("node", "prefer"):
+        value = getattr(spec, field_name)
+        if value is not None and value not in nodes:
+            raise InputError(f"{spec.source}: instance {spec.id}: {field_name}: unknown node {value!r}")
 
 
 def model_file(spec: InstanceSpec, catalog: Mapping[str, Any], root: Path) -> Path | None:

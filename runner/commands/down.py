@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner import ansible_bridge
+from runner import ansible_bridge, names
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import InputError
@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def selection(experiment: str | None, instance: str | None) -> dict[str, object]:
     """stop.yml's selection variables: exactly one of edgejar_stop_{instance,experiment,all}."""
-    for value in (experiment, instance):
-        if value is not None and (not value or not all(c.isalnum() or c in "_.-" for c in value)):
-            raise InputError(f"{value!r}: experiment and instance names are letters, digits, _ . -")
+    for flag, value in (("--experiment", experiment), ("--instance", instance)):
+        bad = None if value is None else names.problem(value)
+        if bad:
+            raise InputError(f"{flag}: {bad}")
     if instance:
         return {"edgejar_stop_instance": instance}
     if experiment:

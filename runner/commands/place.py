@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from runner import atomic, hostvars, inventory, requirements
 from runner.commands.common import add_inventory, inventory_path, table
-from runner.errors import InputError
+from runner.errors import EdgejarError, InputError
 from runner.experiment import load_files
 from runner.placement import Placement, Problem, Verdict, place
 from runner.placement.model import fmt_gb
 from runner.placement.policies import POLICIES
+
+MIN_TIMEOUT_S = 0.1
+MAX_TIMEOUT_S = 86_400.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,8 +88,25 @@ def _explain_text(result: Placement) -> str:
     return "\n".join(out)
 
 
+def check_timeout(value: float) -> float:
+    """--timeout bounds the exact search: a finite number of seconds from 0.1 to a day."""
+    if not (math.isfinite(value) and MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S):
+        raise InputError(f"--timeout {value}: must be from {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g} seconds")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    cluster = inventory.load(inventory_path(args))
+    check_timeout(args.timeout)
+    path = inventory_path(args)
+    if not path.exists():
+        raise InputError(f"inventory {path}: no such file or directory")
+    # Read the current placement, decide and write under one lock: two runs never mix their files.
+    with atomic.locked(path if path.is_dir() else path.resolve().parent, "place"):
+        return _run(args, path)
+
+
+def _run(args: argparse.Namespace, path: Path) -> int:
+    cluster = inventory.load(path)
     experiments = load_files(args.experiments)
     specs = [s for e in experiments for s in e.instances]
     if not specs:
@@ -98,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         for e in experiments
     ]
     root = requirements.project_root()
+    for spec in specs:
+        requirements.check_references(spec, cluster)
     instances = {s.id: requirements.instance(s, cluster.models, root) for s in specs}
     # A node cannot run more instances than it has peer ports.
     nodes = tuple(
@@ -121,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
     removed = sorted(set(current) - set(result.assignment))
     written: list[Path] = []
     if not args.dry_run:
-        written = atomic.write_all(hostvars.files(cluster, per_node))
+        try:
+            written = atomic.write_all(hostvars.files(cluster, per_node))
+        except OSError as exc:  # nothing was replaced: write_all puts back what it had renamed
+            where = exc.filename or cluster.host_vars_dir
+            raise EdgejarError(f"cannot write {where}: {exc.strerror}; nothing was changed") from None
     if args.json:
         doc: dict[str, Any] = {
             "placements": result.assignment,

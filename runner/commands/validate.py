@@ -7,7 +7,6 @@ from pathlib import Path
 
 from runner import inventory, requirements
 from runner.commands.common import add_inventory, inventory_path, table
-from runner.errors import InputError
 from runner.experiment import load_files
 from runner.placement.model import fmt_gb
 
@@ -54,20 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     experiments = load_files(args.experiments)
     root = requirements.project_root()
-    nodes = {cn.node.name for cn in cluster.nodes}
     for exp in experiments:
         for spec in exp.instances:
-            if not requirements.is_known_model(spec.model, cluster.models):
-                raise InputError(
-                    f"{spec.source}: instance {spec.id}: model: unknown model {spec.model!r} "
-                    f"(catalog: {', '.join(sorted(cluster.models)) or 'empty'}; or give a .gguf path)"
-                )
-            for field_name in ("node", "prefer"):
-                value = getattr(spec, field_name)
-                if value is not None and value not in nodes:
-                    raise InputError(
-                        f"{spec.source}: instance {spec.id}: {field_name}: unknown node {value!r}"
-                    )
+            requirements.check_references(spec, cluster)
             requirements.instance(spec, cluster.models, root)
         print(f"{exp.source}: ok ({exp.name}, mode {exp.mode}, {len(exp.instances)} instance(s))")
     return 0

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from runner import atomic
+from runner import atomic, names
 from runner.errors import InputError
 
-INSTANCE_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 INSTANCE_ACTIONS = ("restart", "stop")
 MAINTENANCE_FILE = "maintenance.yml"
 
 
 def unit_name(instance: str) -> str:
-    if not INSTANCE_ID.match(instance):
-        raise InputError(f"instance id {instance!r}: only letters, digits and _.:- are allowed")
+    bad = names.problem(instance)
+    if bad:
+        raise InputError(f"instance id: {bad}")
     return f"edgejar-instance@{instance}.service"
 
 

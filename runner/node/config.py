@@ -7,11 +7,13 @@ the field of the first problem.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import names
 from runner.errors import InputError
 
 MODES = ("isolated", "amnesiac_loop", "split_brain", "hive_cluster", "panopticon", "prisoners_dilemma")
@@ -83,6 +85,11 @@ class InstanceConfig:
         return default if value is None else value
 
 
+def finite(value: float) -> bool:
+    """NaN and infinities are not numbers a setting can take (a whole number always is finite)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
 class _Check:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -129,6 +136,8 @@ def _runtime(check: _Check, data: Mapping[str, Any]) -> Runtime:
         types: tuple[type, ...] = (int, float) if key in _FLOATS else (int,)
         if isinstance(value, bool) or not isinstance(value, types):
             raise check.error(f"runtime.{key}", f"must be a number, got {value!r}")
+        if not finite(value):
+            raise check.error(f"runtime.{key}", f"must be a finite number, got {value!r}")
         if key != "n_gpu_layers" and value < 0:
             raise check.error(f"runtime.{key}", f"must not be negative, got {value!r}")
         out[key] = value
@@ -184,7 +193,7 @@ def _settings(check: _Check, data: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok or value < 0:
+        if isinstance(value, bool) or not ok or not finite(value) or value < 0:
             raise check.error(f"settings.{key}", f"must be a non-negative {kind.__name__}, got {value!r}")
     for key, choices in _CHOICE_SETTINGS.items():
         if key in settings and settings[key] not in choices:
@@ -227,8 +236,12 @@ def parse(data: Any, path: Path) -> InstanceConfig:
     if not isinstance(data, Mapping):
         raise InputError(f"{path}: must be a JSON object (a placement entry plus model_path and data_dir)")
     iid = check.text(data, "id")
-    if not iid.replace("_", "").replace("-", "").isalnum():
-        raise check.error("id", f"must be letters, digits, '_' or '-', got {iid!r}")
+    bad = names.problem(iid)
+    if bad:
+        raise check.error("id", bad)
+    bad = names.problem(data.get("experiment"))
+    if bad:
+        raise check.error("experiment", bad)
     mode = data.get("mode")
     if mode not in MODES:
         raise check.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")

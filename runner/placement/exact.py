@@ -9,6 +9,8 @@ continuous variable per related pair and node) and GPU match.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -21,6 +23,22 @@ from runner.placement.state import ClusterState
 
 # Above this many variables the integer program is not attempted (the verdict says so).
 MAX_VARIABLES = 200_000
+
+
+def _silent_highs() -> highspy.Highs:
+    """A solver that prints nothing. HiGHS writes its banner to file descriptor 1 while it is being
+    constructed, before any option can turn output off; `--json` promises one JSON document on stdout,
+    so for that moment descriptor 1 points at stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 class Outcome(Enum):
@@ -127,8 +145,7 @@ def solve(state: ClusterState, timeout_s: float) -> ExactResult:
         highspy.HighsVarType.kContinuous
     ] * together
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = _silent_highs()
     h.setOptionValue("time_limit", float(timeout_s))
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)

@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runner import atomic
+from runner import atomic, names
 from runner.node import records
 
 NODES_DIR = ".nodes"
@@ -37,7 +37,6 @@ DB_NAME = "results.sqlite3"
 SNAPSHOT = "records.sqlite3"
 JOURNAL = "journal.json"
 UNIT_RE = re.compile(r"^edgejar-instance@(.+)\.service$")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 TABLE_NAMES = tuple(t for t in records.TABLES if t != "meta")  # what a results database merges
 LOGS_DDL = """node TEXT NOT NULL, instance_id TEXT NOT NULL, cursor TEXT NOT NULL, at REAL NOT NULL,
     priority INTEGER, message TEXT NOT NULL, UNIQUE (node, cursor)"""
@@ -249,7 +248,7 @@ def merge_nodes(results_dir: Path, nodes: Sequence[str]) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     for node, (snap, exps) in found.items():
         for exp in exps:
-            if exp in report["archived"] or not SAFE_NAME.match(exp):
+            if exp in report["archived"] or not names.is_name(exp):
                 continue
             redone = earlier_run(results_dir / exp / DB_NAME, snap, node, exp)
             if redone:
@@ -261,7 +260,7 @@ def merge_nodes(results_dir: Path, nodes: Sequence[str]) -> dict[str, Any]:
     touched: set[str] = set()
     for node, (snap, exps) in found.items():
         for exp in exps:
-            if not SAFE_NAME.match(exp):
+            if not names.is_name(exp):
                 report["skipped"].append(f"{node}: experiment {exp!r} is not a safe directory name")
                 continue
             conn = connect(results_dir / exp / DB_NAME)
@@ -281,7 +280,7 @@ def merge_nodes(results_dir: Path, nodes: Sequence[str]) -> dict[str, Any]:
         by_exp: dict[str, list[dict[str, Any]]] = {}
         for line in read_journal(journal):
             exp = owner.get(line["instance_id"])
-            if exp is None or not SAFE_NAME.match(exp):
+            if exp is None or not names.is_name(exp):
                 report["skipped"].append(f"{node}: log lines of {line['instance_id']} (no records)")
                 continue
             by_exp.setdefault(exp, []).append(line)

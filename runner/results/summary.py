@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from runner.errors import EdgejarError
 from runner.node import queries
 from runner.results import excerpts
 from runner.results.merge import DB_NAME, NODES_DIR
@@ -124,6 +125,16 @@ OUTCOMES = {
 
 
 def experiment(name: str, db: Path) -> dict[str, Any]:
+    """The summary of one experiment's results database; EdgejarError naming the file when it is not one."""
+    try:
+        return _experiment(name, db)
+    except sqlite3.DatabaseError as exc:
+        raise EdgejarError(
+            f"{db}: not a readable results database ({exc}); `runner collect` writes it anew from the nodes"
+        ) from None
+
+
+def _experiment(name: str, db: Path) -> dict[str, Any]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     try:
