@@ -99,7 +99,8 @@ def reports(run: Run) -> dict[str, str]:
     for e in run.events:
         if e["event"] == "runner_on_ok" and e["event_data"].get("task") == "Report each instance":
             for msg in e["event_data"]["res"]["msg"]:
-                out[msg.split()[0]] = msg
+                if not msg.startswith("removed: "):  # the stale instances launch pruned
+                    out[msg.split()[0]] = msg
     return out
 
 
