@@ -345,17 +345,18 @@ def test_a_failing_instance_is_reported_with_its_log_tail(
     placed = place(sim, project, *files(*EXPERIMENTS), *PINS, "--exclude", "rpi1")
     iid = "split_brain_B"
     node = placed["placements"][iid]
-    runs.shell(
+    broke = runs.shell(
         sim,
         runner_dir,
         "launch-fail-break",
         "mv /var/lib/edgejar/models /var/lib/edgejar/models.away && "
-        f"systemctl restart {UNIT.format(iid)}; sleep 3; true",
+        f"systemctl restart {UNIT.format(iid)}; sleep 3; "
+        f"systemctl show -p ActiveState,Result,ExecMainStatus {UNIT.format(iid)}",
         hosts=node,
     )
     try:
         run, _ = launch(sim, runner_dir, "launch-fail")
-        assert run.status == "failed", run.stats
+        assert run.status == "failed", (run.stats, broke, reports(run))
         msg = str(run.errors().get(node, ""))
         assert f"{iid} is failed" in msg and "journalctl -u" in msg, run.errors()
         assert "/var/lib/edgejar/models/" in msg, msg  # the runtime's own words: which model is missing
