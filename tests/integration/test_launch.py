@@ -226,6 +226,45 @@ def test_peers_exchange_messages_across_hosts(
     assert all(where[a] != where[b] for a, b in wanted if a.startswith("split")), where
 
 
+def test_a_peer_without_the_secret_cannot_get_a_message_in(
+    sim: Sim, runner_dir: Path, placed: dict[str, Any], launched: tuple[Run, Run, Run, Run]
+) -> None:
+    """From the controller (not an instance): an old-protocol frame and a handshake with a wrong secret,
+    both claiming to be split_brain_A, at split_brain_B's port. Neither reaches B's records; A's real
+    messages do (protocol v2, runner/node/auth.py)."""
+    import socket as sk
+
+    from runner.node import auth, protocol
+
+    target = "split_brain_B"
+    entry = next(e for e in placed_entries(sim, target) if e["id"] == target)
+    marker = f"INJECTED-{time.time_ns()}"
+    fake = {"v": 1, "type": "thought", "from": "split_brain_A", "id": "x:1:1", "text": marker, "cycle": 1}
+    with sk.create_connection((entry["address"], entry["port"]), timeout=10) as s:
+        s.sendall(protocol.encode(fake))
+        s.settimeout(10)
+        assert s.recv(1) == b""  # the receiver closes the connection
+    with (
+        sk.create_connection((entry["address"], entry["port"]), timeout=10) as s,
+        pytest.raises(auth.AuthError),
+    ):
+        auth.connect(s, b"not-the-experiment-secret", "split_brain_A", "split_brain")
+    time.sleep(2)
+    sql = f"SELECT COUNT(*) FROM messages WHERE instance_id = '{target}' AND content LIKE '%{marker}%'"
+    node = placed["placements"][target]
+    assert query(sim, runner_dir, "inject-none", sql, hosts=node)[node] == [[0]]
+    real = "SELECT COUNT(*) FROM messages WHERE instance_id = 'split_brain_B' AND direction = 'in'"
+    assert query(sim, runner_dir, "inject-real", real, hosts=node)[node][0][0] > 0
+
+
+def placed_entries(sim: Sim, iid: str) -> list[dict[str, Any]]:
+    """Every node's placement entries (host_vars next to the sim inventory)."""
+    out: list[dict[str, Any]] = []
+    for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml")):
+        out += yaml.safe_load(f.read_text())["edgejar_instances"]
+    return out
+
+
 def test_exclude_rpi1_moves_only_its_instances(
     sim: Sim, runner_dir: Path, project: Path, placed: dict[str, Any], launched: tuple[Run, Run, Run, Run]
 ) -> None:

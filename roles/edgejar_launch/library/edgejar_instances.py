@@ -269,6 +269,7 @@ class Reconcile:
         for f in p["files"]:
             mode = int(str(f.get("mode", "0640")), 8)
             owner, group = f.get("owner", "root"), f.get("group", "root")
+            self.changed |= node.directory(os.path.dirname(f["path"]), "root", group, 0o750)
             if node.file(f["path"], f["content"], owner, group, mode, secret=True):
                 self.changed = True
                 for iid in f.get("instances", []):
