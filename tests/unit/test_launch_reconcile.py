@@ -148,6 +148,7 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
         "template": "[Unit]\n",
         "instances": [],
         "files": [],
+        "contents": [],
         "prune": True,
         "wait_timeout": 1,
         "log_lines": 5,
