@@ -253,7 +253,7 @@ def test_a_peer_without_the_secret_cannot_get_a_message_in(
     sql = f"SELECT COUNT(*) FROM messages WHERE instance_id = '{target}' AND content LIKE '%{marker}%'"
     node = placed["placements"][target]
     assert query(sim, runner_dir, "inject-none", sql, hosts=node)[node] == [[0]]
-    real = "SELECT COUNT(*) FROM messages WHERE instance_id = 'split_brain_B' AND direction = 'in'"
+    real = "SELECT COUNT(*) FROM messages WHERE instance_id = 'split_brain_B' AND direction = 'received'"
     assert query(sim, runner_dir, "inject-real", real, hosts=node)[node][0][0] > 0
 
 
