@@ -90,6 +90,8 @@ def entries(
                     "address": address[node],
                     "port": ports[spec.id],
                     "peers": peers,
+                    # every instance of the experiment: who may send to this one (runner/node/auth.py)
+                    "members": [m for m in members if m in assignment],
                     "runtime": dict(spec.runtime),
                     "settings": dict(specs[spec.id].settings),
                     "interventions": [dict(i) for i in exp.interventions],

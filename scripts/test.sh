@@ -41,8 +41,8 @@ run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own co
 for stage in "${stages[@]}"; do
   case $stage in
     lint)
-      run ruff ruff check runner tests benchmarks playbooks/callback_plugins
-      run ruff-format ruff format --check runner tests benchmarks playbooks/callback_plugins
+      run ruff ruff check runner tests benchmarks playbooks/callback_plugins roles
+      run ruff-format ruff format --check runner tests benchmarks playbooks/callback_plugins roles
       run yamllint yamllint -s .
       run ansible-lint ansible-lint --profile production playbooks roles
       ;;

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from runner.errors import EdgejarError, InputError
+from runner.node import auth, lifecycle, records
 from runner.node import config as config_mod
-from runner.node import lifecycle, records
 
 log = logging.getLogger("runner.node")
 
@@ -60,7 +60,17 @@ def run(path: Path) -> int:
             return 0
         try:
             backoff = float(cfg.setting("reconnect_max_s", 5.0))
-            peers = Peers(cfg.address, cfg.port, cfg.peers, engine.hello, backoff_max_s=backoff)
+            peers = Peers(
+                cfg.address,
+                cfg.port,
+                cfg.peers,
+                engine.hello,
+                secret=peer_secret(cfg),
+                me=cfg.id,
+                experiment=cfg.experiment,
+                allowed=cfg.members,
+                backoff_max_s=backoff,
+            )
         except OSError as exc:
             raise EdgejarError(
                 f"{cfg.id}: cannot listen on {cfg.address}:{cfg.port}: {exc.strerror}"
@@ -72,6 +82,23 @@ def run(path: Path) -> int:
     finally:
         conn.close()
     return 0
+
+
+def peer_secret(cfg: config_mod.InstanceConfig) -> bytes:
+    """The experiment's peer secret. An instance without peers and without a secret file gets a random
+    one: its port then accepts nobody (never an unauthenticated peer)."""
+    if cfg.peer_secret_file is None:
+        if cfg.peers:
+            raise InputError(f"{cfg.source}: peer_secret_file: needed to talk to peers (launch writes it)")
+        return os.urandom(32)
+    try:
+        return auth.read_secret(cfg.peer_secret_file)
+    except OSError as exc:
+        raise InputError(
+            f"{cfg.source}: peer_secret_file: cannot read {cfg.peer_secret_file} ({exc.strerror})"
+        ) from None
+    except ValueError as exc:
+        raise InputError(f"{cfg.source}: peer_secret_file: {exc}") from None
 
 
 def record_exit(path: Path) -> int:

@@ -73,6 +73,8 @@ class InstanceConfig:
     runtime: Runtime
     settings: Mapping[str, Any] = field(default_factory=dict)
     interventions: tuple[Mapping[str, Any], ...] = ()
+    members: tuple[str, ...] = ()  # the experiment's instances: who may send to this one
+    peer_secret_file: Path | None = None  # the experiment's secret (runner/node/auth.py)
     source: Path = Path("-")
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -257,6 +259,12 @@ def parse(data: Any, path: Path) -> InstanceConfig:
     gpu = data.get("gpu", False)
     if not isinstance(gpu, bool):
         raise check.error("gpu", f"must be true or false, got {gpu!r}")
+    members = data.get("members") or []
+    if not isinstance(members, list) or any(names.problem(m) for m in members):
+        raise check.error("members", f"must be a list of instance ids, got {members!r}")
+    secret = data.get("peer_secret_file")
+    if secret is not None and not (isinstance(secret, str) and Path(secret).is_absolute()):
+        raise check.error("peer_secret_file", f"must be an absolute path, got {secret!r}")
     return InstanceConfig(
         id=iid,
         experiment=check.text(data, "experiment"),
@@ -275,6 +283,8 @@ def parse(data: Any, path: Path) -> InstanceConfig:
         runtime=_runtime(check, data),
         settings=_settings(check, data),
         interventions=_interventions(check, data),
+        members=tuple(str(m) for m in members),
+        peer_secret_file=Path(secret) if secret else None,
         source=path,
         raw=dict(data),
     )

@@ -9,8 +9,8 @@ import json
 import struct
 from typing import Any
 
-VERSION = 1
-MAX_FRAME = 1 << 20  # 1 MiB: a thought is a few KiB
+VERSION = 2  # 2: authenticated (runner/node/auth.py); frames after the handshake are sealed
+MAX_FRAME = 256 << 10  # 256 KiB: a thought is a few KiB
 _HEADER = struct.Struct(">I")
 TYPES = ("hello", "thought", "consensus", "move", "death", "bye")
 
@@ -24,6 +24,21 @@ def encode(message: dict[str, Any]) -> bytes:
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit")
     return _HEADER.pack(len(body)) + body
+
+
+def body(message: dict[str, Any]) -> bytes:
+    """A message as the UTF-8 JSON body of a (sealed) frame."""
+    data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte frame limit")
+    return data
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    try:
+        return check(json.loads(data.decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
 
 
 def check(message: Any) -> dict[str, Any]:

@@ -54,8 +54,7 @@ def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool =
                 raise EdgejarError("could not remove the earlier simulated cluster:\n  " + "\n  ".join(left))
         _check_names_free(cfg)
         network.check_subnet_free(cfg.subnet, own_bridge=None)
-        state.root.mkdir(parents=True, exist_ok=True)
-        state.root.chmod(0o755)
+        state.ensure_root()
         state.save(cfg, "starting", created=time.time())
         try:
             _up_locked(cfg, state, cache_dir)

@@ -186,6 +186,9 @@ def boot(state: StateDir, cfg: SimConfig, host: HostSpec) -> None:
         f"--machine={cfg.machine(host)}",
         f"--hostname={host.name}",
         f"--network-namespace-path={network.NETNS_DIR / cfg.netns(host)}",
+        # Confined to the host's own network namespace (as --private-network grants it): nftables
+        # (roles/edgejar_firewall) and `ip` on the host act on that namespace only.
+        "--capability=CAP_NET_ADMIN",
         # No host systemd, machined or D-Bus here: do not register, stay in the cgroup we put it in.
         "--register=no",
         "--keep-unit",

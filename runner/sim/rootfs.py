@@ -50,8 +50,9 @@ PACKAGES: tuple[str, ...] = (
 )
 
 # Real packages served by the local APT repo (with their missing dependencies), not installed: the
-# seeds' tools, and libgomp1 (llama.cpp's OpenMP runtime, which roles/edgejar_llama installs).
-REPO_PACKAGES: tuple[str, ...] = ("htop", "tmux", "git", "libgomp1")
+# seeds' tools, libgomp1 (llama.cpp's OpenMP runtime, which roles/edgejar_llama installs) and nftables
+# (roles/edgejar_firewall installs it).
+REPO_PACKAGES: tuple[str, ...] = ("htop", "tmux", "git", "libgomp1", "nftables")
 
 # Runs inside the new rootfs (chroot) after debootstrap; $1 is the SSH user's name.
 CUSTOMIZE_SCRIPT = r"""

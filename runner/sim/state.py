@@ -21,13 +21,14 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.errors import EdgejarError
-from runner.sim.config import SimConfig
+from runner.sim.config import STATE_DIR_ENV, SimConfig
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,31 @@ class StateDir:
 
     def host_record_file(self, name: str) -> Path:
         return self.host_dir(name) / "host.json"
+
+    def ensure_root(self) -> None:
+        """Make the state directory (0755), or check the one that is there: the sim keeps root's SSH key
+        and known_hosts in it, under a predictable name in a world-writable parent (/var/tmp), so a
+        directory that someone else owns, that others may write, or that is a symlink is refused."""
+        try:
+            self.root.mkdir(mode=0o755, parents=False)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o755)
+        st = os.lstat(self.root)
+        problem = None
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            problem = "is not a directory (a symlink or a file)"
+        elif st.st_uid != os.geteuid():
+            problem = f"belongs to uid {st.st_uid}, not to this user ({os.geteuid()})"
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+        if problem:
+            raise EdgejarError(
+                f"sim state directory {self.root} {problem}: it holds the SSH key and known_hosts of the "
+                f"simulated cluster; remove it or choose another with ${STATE_DIR_ENV}"
+            )
 
     @property
     def lock_file(self) -> Path:

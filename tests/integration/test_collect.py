@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 CONFIG_DIR = "/var/lib/edgejar/collect-test"
 CYCLES = 3
+# The experiment's peer secret (runner/node/auth.py), written by hand as launch would write it.
+SECRET = "collect-test-" + "0123456789abcdef" * 2
 
 
 def cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,13 +59,18 @@ def start_command(entry: dict[str, Any]) -> str:
         "runtime": {**entry["runtime"], "cycles": CYCLES, "max_tokens": 16, "cycle_delay_s": 0.2},
         "model_path": "/var/lib/edgejar/models/tiny-random-llama.gguf",
         "data_dir": "/var/lib/edgejar/data",
+        "peer_secret_file": f"{CONFIG_DIR}/{entry['experiment']}.key",
     }
     blob = base64.b64encode(json.dumps(cfg).encode()).decode()
     path = f"{CONFIG_DIR}/{entry['id']}.json"
     return (
         f"install -d -m 0755 {CONFIG_DIR} && install -d -o edgejar-run -g edgejar-run -m 0750 /var/lib/edgejar/data"
         f" && echo {blob} | base64 -d > {path} && chmod 0644 {path}"
-        f" && systemd-run --quiet --unit=edgejar-instance@{entry['id']}.service --uid=edgejar-run --gid=edgejar-run"
+        f" && echo {SECRET} > {cfg['peer_secret_file']} && chown root:edgejar-run {cfg['peer_secret_file']}"
+        f" && chmod 0640 {cfg['peer_secret_file']}"
+        # --collect: a unit that fails is unloaded too (no failed transient unit in launch's way later)
+        f" && systemd-run --quiet --collect --unit=edgejar-instance@{entry['id']}.service"
+        " --uid=edgejar-run --gid=edgejar-run"
         f" --property=WorkingDirectory=/var/lib/edgejar/data"
         f" /opt/edgejar/venv/bin/python -m runner.node run --config {path}"
     )

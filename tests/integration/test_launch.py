@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from runner.sim import network
+from runner.sim.state import StateDir
 from tests.integration import runs
 from tests.integration.conftest import ROOT, Sim, assert_provisioned
 from tests.integration.runs import Run
@@ -224,6 +226,112 @@ def test_peers_exchange_messages_across_hosts(
         time.sleep(3)
     assert wanted <= got, got
     assert all(where[a] != where[b] for a, b in wanted if a.startswith("split")), where
+
+
+def test_a_peer_without_the_secret_cannot_get_a_message_in(
+    sim: Sim, runner_dir: Path, placed: dict[str, Any], launched: tuple[Run, Run, Run, Run]
+) -> None:
+    """From the controller (not an instance): an old-protocol frame and a handshake with a wrong secret,
+    both claiming to be split_brain_A, at split_brain_B's port. Neither reaches B's records; A's real
+    messages do (protocol v2, runner/node/auth.py)."""
+    import socket as sk
+
+    from runner.node import auth, protocol
+
+    target = "split_brain_B"
+    entry = next(e for e in placed_entries(sim, target) if e["id"] == target)
+    marker = f"INJECTED-{time.time_ns()}"
+    fake = {"v": 1, "type": "thought", "from": "split_brain_A", "id": "x:1:1", "text": marker, "cycle": 1}
+    with sk.create_connection((entry["address"], entry["port"]), timeout=10) as s:
+        s.sendall(protocol.encode(fake))
+        s.settimeout(10)
+        assert s.recv(1) == b""  # the receiver closes the connection
+    with (
+        sk.create_connection((entry["address"], entry["port"]), timeout=10) as s,
+        pytest.raises(auth.AuthError),
+    ):
+        auth.connect(s, b"not-the-experiment-secret", "split_brain_A", "split_brain")
+    time.sleep(2)
+    sql = f"SELECT COUNT(*) FROM messages WHERE instance_id = '{target}' AND content LIKE '%{marker}%'"
+    node = placed["placements"][target]
+    assert query(sim, runner_dir, "inject-none", sql, hosts=node)[node] == [[0]]
+    real = "SELECT COUNT(*) FROM messages WHERE instance_id = 'split_brain_B' AND direction = 'received'"
+    assert query(sim, runner_dir, "inject-real", real, hosts=node)[node][0][0] > 0
+
+
+SCAN = """
+import json, socket, sys
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        out[f"{host}:{port}"] = "open"
+    except ConnectionRefusedError:
+        out[f"{host}:{port}"] = "closed"
+    except OSError as exc:
+        out[f"{host}:{port}"] = f"error {exc}"
+print(json.dumps(out))
+"""
+
+
+def received(sim: Sim, runner_dir: Path, name: str) -> int:
+    rows = query(sim, runner_dir, name, "SELECT COUNT(*) FROM messages WHERE direction = 'received'")
+    return sum(r[0][0] for r in rows.values() if r)
+
+
+def test_the_firewall_closes_the_peer_ports_to_a_host_outside_the_cluster(
+    sim: Sim, runner_dir: Path, placed: dict[str, Any], launched: tuple[Run, Run, Run, Run]
+) -> None:
+    """playbooks/firewall.yml on the launched sim (nftables, CAP_NET_ADMIN in each host's own network
+    namespace): --check first, then twice (the second changes nothing). A namespace on the sim's bridge
+    with an address no node has scans every peer port: all closed, SSH still open. The instances keep
+    exchanging messages. state=absent takes it all away again (the later tests connect from here)."""
+    cfg = StateDir(sim.state_dir).config()
+    assert cfg is not None
+    targets = sorted({(e["address"], int(e["port"])) for e in placed_entries(sim, "")})
+    nodes = sorted({a for a, _ in targets})
+    outsider, veth = f"{cfg.prefix}-outsider", f"{cfg.prefix}-out0"[:15]
+    try:
+        check, _ = runs.playbook(sim, runner_dir, "fw-check", "firewall.yml", cmdline="--check")
+        assert check.status == "successful", (check.stats, check.errors())
+        first, _ = runs.playbook(sim, runner_dir, "fw-1", "firewall.yml")
+        assert first.status == "successful", (first.stats, first.errors())
+        second, _ = runs.playbook(sim, runner_dir, "fw-2", "firewall.yml")
+        assert second.status == "successful", (second.stats, second.errors())
+        assert not second.stats.get("changed"), second.stats
+        network.host_net_up(outsider, veth, cfg.bridge, str(cfg.network.network_address + 250), cfg.prefixlen)
+        probe = [*targets, *((a, 22) for a in nodes)]
+        out = subprocess.run(
+            ["ip", "netns", "exec", outsider, sys.executable, "-c", SCAN, json.dumps(probe)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        scan = json.loads(out.stdout)
+        assert {k: v for k, v in scan.items() if not k.endswith(":22")} == {
+            f"{a}:{p}": "closed" for a, p in targets
+        }, scan
+        assert all(scan[f"{a}:22"] == "open" for a in nodes), scan
+        before = received(sim, runner_dir, "fw-received-1")
+        time.sleep(10)
+        assert received(sim, runner_dir, "fw-received-2") > before
+    finally:
+        network.host_net_down(outsider, veth)
+        gone, _ = runs.playbook(
+            sim, runner_dir, "fw-absent", "firewall.yml", {"edgejar_firewall_state": "absent"}
+        )
+    assert gone.status == "successful", (gone.stats, gone.errors())
+    tables = runs.shell(sim, runner_dir, "fw-tables", "nft list tables")
+    assert all("edgejar" not in t for t in tables.values()), tables
+
+
+def placed_entries(sim: Sim, iid: str) -> list[dict[str, Any]]:
+    """Every node's placement entries (host_vars next to the sim inventory)."""
+    out: list[dict[str, Any]] = []
+    for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml")):
+        out += yaml.safe_load(f.read_text())["edgejar_instances"]
+    return out
 
 
 def test_exclude_rpi1_moves_only_its_instances(

@@ -7,8 +7,8 @@ networkd backend forced: previous file kept, rollback script, rollback timer and
 systemd units, reconnect, confirm, idempotent second run, and the failure path (no answer on a new
 address, the node's timer rolls the file back, the message names host and addresses).
 What does not run here: the backends' own apply commands (`netplan apply`, `nmcli`, `dhcpcd`,
-`networkctl`) - the sim hosts have no CAP_NET_ADMIN, so no address really moves, and NetworkManager is
-not installed (its nmcli path is not exercised at all).
+`networkctl`) - the sim hosts run no network service (systemd-networkd stays inactive), so no address
+really moves, and NetworkManager is not installed (its nmcli path is not exercised at all).
 """
 
 from __future__ import annotations
@@ -215,7 +215,8 @@ def test_second_run_changes_nothing(networkd_runs: tuple[Run, Run, Run]) -> None
 def test_no_answer_on_new_address_rolls_back(
     networkd_runs: tuple[Run, Run, Run], sim: Sim, runner_dir: Path
 ) -> None:
-    """A new address the node never takes (no CAP_NET_ADMIN here): reconnect fails, the node's timer restores."""
+    """A new address the node never takes (no network service runs here): reconnect fails, the node's timer
+    restores."""
     new = "10.231.99.7"
     extravars = {
         "edgejar_test_addresses": {"rpi2": new},

@@ -91,7 +91,17 @@ class Cluster:
                 "interventions": interventions or [],
                 "model_path": str(self.model),
                 "data_dir": str(self.data_dir),
+                "members": list(ids),
+                "peer_secret_file": str(self.secret_file(experiment)),
             }
+
+    def secret_file(self, experiment: str) -> Path:
+        """The experiment's peer secret, as launch writes it on a node (runner/node/auth.py)."""
+        path = self.tmp / f"{experiment}.key"
+        if not path.exists():
+            path.write_text(os.urandom(24).hex() + "\n")
+            path.chmod(0o600)
+        return path
 
     def config(self, iid: str) -> Path:
         path = self.tmp / f"{iid}.json"

@@ -148,6 +148,7 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
         "template": "[Unit]\n",
         "instances": [],
         "files": [],
+        "contents": [],
         "prune": True,
         "wait_timeout": 1,
         "log_lines": 5,
@@ -159,3 +160,36 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
     assert rec.removed == ["gone"]
     assert not (configs / "gone.json").exists() and not (units / "edgejar-instance@gone.service.d").exists()
     assert ["systemctl", "disable", "--now", "--", "edgejar-instance@gone.service"] in fake.commands
+
+
+def test_a_secret_file_is_written_into_its_own_directory_and_restarts_its_instances(tmp_path: Path) -> None:
+    fake = FakeModule(check=False)
+    secrets = tmp_path / "secrets"
+    params = {
+        "unit": "edgejar-instance",
+        "unit_dir": str(tmp_path / "units"),
+        "config_dir": str(tmp_path / "etc" / "instances"),
+        "data_dir": str(tmp_path / "data"),
+        "user": ME,
+        "group": MY_GROUP,
+        "template": "[Unit]\n",
+        "instances": [
+            {"id": "a", "address": "127.0.0.1", "port": 1, "config": "{}\n", "dropin": "[Service]\n"},
+            {"id": "b", "address": "127.0.0.1", "port": 2, "config": "{}\n", "dropin": "[Service]\n"},
+        ],
+        "files": [{"path": str(secrets / "exp.key"), "group": MY_GROUP, "mode": "0640", "instances": ["a"]}],
+        "contents": ["s3cret\n"],
+        "prune": False,
+        "wait_timeout": 1,
+        "log_lines": 5,
+        "host": "n1",
+    }
+    (tmp_path / "units").mkdir()
+    rec = mod.Reconcile(SimpleNamespace(check_mode=False, params=params, run_command=fake.run_command))
+    rec.files()
+    assert (secrets / "exp.key").read_text() == "s3cret\n"
+    assert (secrets.stat().st_mode & 0o777) == 0o750 and (
+        (secrets / "exp.key").stat().st_mode & 0o777
+    ) == 0o640
+    assert "exp.key changed" in rec.why["a"] and "exp.key changed" not in rec.why["b"]
+    assert "s3cret" not in str(rec.node.diffs)

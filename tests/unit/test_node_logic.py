@@ -238,8 +238,8 @@ def test_prompt_layout_and_truncation() -> None:
 
 def test_frames_roundtrip_split_anywhere() -> None:
     msgs = [
-        {"v": 1, "type": "thought", "from": "a", "text": "héllo \x16 jar"},
-        {"v": 1, "type": "bye", "from": "b"},
+        {"v": protocol.VERSION, "type": "thought", "from": "a", "text": "héllo \x16 jar"},
+        {"v": protocol.VERSION, "type": "bye", "from": "b"},
     ]
     data = b"".join(protocol.encode(m) for m in msgs)
     for cut in range(len(data) + 1):
@@ -261,3 +261,16 @@ def test_frames_roundtrip_split_anywhere() -> None:
 def test_bad_frames_are_protocol_errors(frame: bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.FrameReader().feed(frame)
+
+
+def test_sealed_frames_roundtrip_split_anywhere() -> None:
+    from runner.node import auth
+
+    key = b"k" * 32
+    bodies = [
+        protocol.body({"v": protocol.VERSION, "type": "thought", "from": "a", "text": t}) for t in "xyz"
+    ]
+    data = b"".join(auth.seal(key, n, b) for n, b in enumerate(bodies))
+    for cut in range(len(data) + 1):
+        r = auth.SealedReader(key)
+        assert r.feed(data[:cut]) + r.feed(data[cut:]) == bodies

@@ -29,10 +29,16 @@ options:
     required: true
   files:
     description:
-      - Other files (path, content, owner, group, mode, instances), e.g. secrets; their content is never
-        shown in a diff. A changed file restarts the instances it lists.
+      - Other files (path, owner, group, mode, instances), e.g. secrets, whose contents come in
+        C(contents) (same order); their content is never shown in a diff. A changed file restarts the
+        instances it lists.
     type: list
     elements: dict
+    default: []
+  contents:
+    description: The contents of C(files), in the same order; never logged (no_log).
+    type: list
+    elements: str
     default: []
   prune: {description: Stop and remove instances that are not desired., type: bool, default: true}
   wait_timeout: {description: Seconds to wait for each instance to run and answer., type: int, default: 120}
@@ -266,10 +272,14 @@ class Reconcile:
                 self.units_changed = True
             if template:
                 self.why[iid].append("unit template changed")
-        for f in p["files"]:
+        if len(p["contents"]) != len(p["files"]):
+            self.node.module.fail_json(msg="files and contents must have the same length")
+        for n, f in enumerate(p["files"]):  # (zip's strict= needs Python 3.10; nodes may have 3.9)
+            content = p["contents"][n]
             mode = int(str(f.get("mode", "0640")), 8)
             owner, group = f.get("owner", "root"), f.get("group", "root")
-            if node.file(f["path"], f["content"], owner, group, mode, secret=True):
+            self.changed |= node.directory(os.path.dirname(f["path"]), "root", group, 0o750)
+            if node.file(f["path"], content, owner, group, mode, secret=True):
                 self.changed = True
                 for iid in f.get("instances", []):
                     if iid in self.why:
@@ -412,7 +422,10 @@ def main() -> None:
             "group": {"type": "str", "required": True},
             "template": {"type": "str", "required": True},
             "instances": {"type": "list", "elements": "dict", "required": True},
-            "files": {"type": "list", "elements": "dict", "default": [], "no_log": True},
+            # Only the contents are secret: a no_log value is masked wherever it appears in the output,
+            # so the files' paths and instance ids must not be part of it.
+            "files": {"type": "list", "elements": "dict", "default": []},
+            "contents": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "prune": {"type": "bool", "default": True},
             "wait_timeout": {"type": "int", "default": 120},
             "log_lines": {"type": "int", "default": 20},
