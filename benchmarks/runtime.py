@@ -9,7 +9,8 @@ Run by hand from the repository root:  .venv/bin/python benchmarks/runtime.py [-
    recorded in its cycles table and the per-cycle overhead outside generation.
 3. Messaging: a split-brain pair of real processes on loopback; per-cycle `messaging_s` from the
    records (framing, queueing and recording the sends), plus the round trip of one framed message
-   between two `Peers` on loopback.
+   between two `Peers` on loopback (protocol v2: a per-experiment secret, sealed frames).
+   `--messaging-only` runs just this part; benchmarks/messaging_ab.py compares it across two checkouts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.modelfile.tiny import write_tiny_model  # noqa: E402
-from runner.node import protocol, records  # noqa: E402
+from runner.node import auth, protocol, records  # noqa: E402
 from runner.node.config import InstanceConfig, Peer, parse  # noqa: E402
 from runner.node.modes import create  # noqa: E402
 from runner.node.modes.base import Cycle  # noqa: E402
@@ -56,9 +57,14 @@ def entry(
     port: int,
     addr: str = "127.0.0.1",
 ) -> dict[str, object]:
+    secret = data / "bench.key"  # the experiment's peer secret (protocol v2), as launch writes it
+    if not secret.exists():
+        secret.write_text(SECRET.decode() + "\n")
     return {
         "id": iid,
         "experiment": "bench",
+        "peer_secret_file": str(secret),
+        "members": ["A", "B"],
         "mode": mode,
         "address": addr,
         "port": port,
@@ -78,6 +84,9 @@ def entry(
         },
         "settings": {"reconnect_max_s": 0.5, "peer_wait_s": 30, "memory_window": 0},
     }
+
+
+SECRET = b"bench-secret-0123456789abcdef"
 
 
 def isolated_prompt(cfg: InstanceConfig) -> str:
@@ -193,17 +202,18 @@ def bench_messaging(model: Path, threads: int, n_ctx: int, max_tokens: int, cycl
         conn = records.connect(tmp / "records.sqlite3", readonly=True)
         msg = [r[0] for r in conn.execute("SELECT value FROM metrics WHERE name = 'messaging_s'")]
         conn.close()
-    hello = lambda who: lambda: {"v": 1, "type": "hello", "from": who}  # noqa: E731
+    hello = lambda who: lambda: {"v": protocol.VERSION, "type": "hello", "from": who}  # noqa: E731
     p1, p2 = free_port(), free_port()
-    x = Peers("127.0.0.1", p1, (Peer("y", "n", "127.0.0.1", p2),), hello("x"))
-    y = Peers("127.0.0.1", p2, (Peer("x", "n", "127.0.0.1", p1),), hello("y"))
+    keys = {"secret": SECRET, "experiment": "bench"}
+    x = Peers("127.0.0.1", p1, (Peer("y", "n", "127.0.0.1", p2),), hello("x"), me="x", **keys)
+    y = Peers("127.0.0.1", p2, (Peer("x", "n", "127.0.0.1", p1),), hello("y"), me="y", **keys)
     x.start()
     y.start()
     text = "w" * 600  # about a 128-token thought
     rtts = []
     for i in range(200):
         t0 = time.perf_counter()
-        x.send(["y"], {"v": 1, "type": "thought", "from": "x", "text": text, "i": i})
+        x.send(["y"], {"v": protocol.VERSION, "type": "thought", "from": "x", "text": text, "i": i})
         while True:
             m = y.receive(5)
             if m and m.get("i") == i:
@@ -212,9 +222,11 @@ def bench_messaging(model: Path, threads: int, n_ctx: int, max_tokens: int, cycl
     x.close(0)
     y.close(0)
     t0 = time.perf_counter()
-    reader = protocol.FrameReader()
+    key, reader = b"k" * 32, auth.SealedReader(b"k" * 32)
     for i in range(10_000):
-        reader.feed(protocol.encode({"v": 1, "type": "thought", "from": "x", "text": text, "i": i}))
+        body = protocol.body({"v": protocol.VERSION, "type": "thought", "from": "x", "text": text, "i": i})
+        for got in reader.feed(auth.seal(key, i, body)):
+            protocol.decode(got)
     codec_us = (time.perf_counter() - t0) / 10_000 * 1e6
     return {
         "messaging_ms_per_cycle": statistics.median(msg) * 1000,
@@ -232,6 +244,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--blocks", type=int, default=3)
+    ap.add_argument("--messaging-only", action="store_true", help="only the messaging measurements")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         # Absolute: the instance processes read it from their config, and run in the repository root.
@@ -246,28 +259,29 @@ def main() -> None:
         # alternate blocks so that load from elsewhere hits all three alike; best and median per method
         rates: dict[str, list[float]] = {"completion": [], "loop": [], "instance": []}
         overhead: list[float] = []
-        for _ in range(args.blocks):
+        for _ in range(0 if args.messaging_only else args.blocks):
             inst = bench_instance(model, args.threads, args.n_ctx, args.max_tokens, args.cycles)
             rates["instance"] += inst["rates"]
             overhead += inst["overhead_ms"]
             bare = bench_bare(model, args.threads, args.n_ctx, args.max_tokens, args.runs)
             rates["completion"] += bare["completion"]
             rates["loop"] += bare["loop"]
-        n_prompt = bare["prompt_tokens"][0]
-        print(f"prompt: the isolated mode's, {n_prompt:.0f} tokens; {args.blocks} alternating blocks")
-        ref_best, ref_med = max(rates["completion"]), statistics.median(rates["completion"])
-        names = {
-            "completion": "bare create_completion",
-            "loop": "bare generate loop",
-            "instance": "instance process",
-        }
-        for key, name in names.items():
-            best, med = max(rates[key]), statistics.median(rates[key])
-            print(
-                f"{name:24} best {best:6.0f} tok/s ({best / ref_best * 100:5.1f} %), "
-                f"median {med:6.0f} tok/s ({med / ref_med * 100:5.1f} %), n={len(rates[key])}"
-            )
-        print(f"instance: {statistics.median(overhead):.1f} ms per cycle outside generation (median)")
+        if not args.messaging_only:
+            n_prompt = bare["prompt_tokens"][0]
+            print(f"prompt: the isolated mode's, {n_prompt:.0f} tokens; {args.blocks} alternating blocks")
+            ref_best, ref_med = max(rates["completion"]), statistics.median(rates["completion"])
+            names = {
+                "completion": "bare create_completion",
+                "loop": "bare generate loop",
+                "instance": "instance process",
+            }
+            for key, name in names.items():
+                best, med = max(rates[key]), statistics.median(rates[key])
+                print(
+                    f"{name:24} best {best:6.0f} tok/s ({best / ref_best * 100:5.1f} %), "
+                    f"median {med:6.0f} tok/s ({med / ref_med * 100:5.1f} %), n={len(rates[key])}"
+                )
+            print(f"instance: {statistics.median(overhead):.1f} ms per cycle outside generation (median)")
         msg = bench_messaging(model, args.threads, args.n_ctx, args.max_tokens, args.cycles)
         print(f"messaging per cycle      {msg['messaging_ms_per_cycle']:9.2f} ms (split brain pair, median)")
         print(

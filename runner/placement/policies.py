@@ -42,7 +42,7 @@ def _intent(state: ClusterState, inst: Instance, idx: np.ndarray) -> Factors:
 
 
 def score(state: ClusterState, inst: Instance, idx: np.ndarray) -> Factors:
-    """The seed's five-factor score (seeds/001): RAM efficiency, load, GPU match, affinity, preferred."""
+    """The five-factor score (docs/placement.md): RAM efficiency, load, GPU match, affinity, preferred."""
     available = np.maximum(state.ram_cap[idx] - state.used_ram[idx], 1)
     util = state.ram_claims(inst)[idx] / available
     ram_eff = np.where((util >= 0.3) & (util <= 0.7), 30.0, np.where(util < 0.3, 20.0, 10.0))
