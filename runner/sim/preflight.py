@@ -22,8 +22,11 @@ TOOLS: dict[str, str] = {
     "ssh-keygen": "openssh-client",
     "dpkg-deb": "dpkg",
     "dpkg-scanpackages": "dpkg-dev",
+    "systemd-run": "systemd",
+    "systemctl": "systemd",
 }
-UP_TOOLS = tuple(TOOLS)
+SYSTEMD_TOOLS = ("systemd-run", "systemctl")  # only on systemd-v2 machines (runner/sim/layout.py)
+UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS)
 DOWN_TOOLS = ("ip", "umount", "ssh")
 STATUS_TOOLS = ("ssh",)
 
