@@ -112,11 +112,9 @@ def provisioned_runs(sim: Sim, runner_dir: Path) -> dict[str, Any]:
     from tests.integration import runs
 
     return {
-        "fresh_check": runs.provision(
-            sim, runner_dir, "provision-fresh-check", runs.SIM_VARS, cmdline="--check"
-        ),
-        "first": runs.provision(sim, runner_dir, "provision-1", runs.SIM_VARS),
-        "second": runs.provision(sim, runner_dir, "provision-2", runs.SIM_VARS),
+        "fresh_check": runs.provision(sim, runner_dir, "provision-fresh-check", {}, cmdline="--check"),
+        "first": runs.provision(sim, runner_dir, "provision-1", {}),
+        "second": runs.provision(sim, runner_dir, "provision-2", {}),
     }
 
 
