@@ -14,12 +14,12 @@ cp /proc/self/cgroup "$D/out/proc_cgroup"
 grep -E ' - (cgroup2?|tmpfs) ' /proc/self/mountinfo | grep /sys/fs/cgroup > "$D/out/mountinfo" || true
 cp /sys/fs/cgroup/cgroup.controllers "$D/out/cgroup.controllers"
 
-step "repository, venv from the data disk's wheels (offline; llama-cpp-python is a ready wheel)"
+step "repository; the venv made on the CI machine with the same Debian python3, mounted where it was made"
 cp -a "$D/repo" /root/edgejar
 cd /root/edgejar
-python3 -m venv /root/venv
-/root/venv/bin/pip install -q --no-index --find-links "$D/wheels" "$D"/wheels/*.whl
-export PATH=/root/venv/bin:$PATH PYTHONPATH=/root/edgejar
+VENV=$(cat "$D/venv-path")
+mkdir -p "$VENV" && mount --bind "$D/venv" "$VENV"
+export PATH=$VENV/bin:$PATH PYTHONPATH=/root/edgejar
 export EDGEJAR_CACHE_DIR=$D/cache PIP_NO_INDEX=1 PIP_FIND_LINKS=$D/wheels
 export ANSIBLE_TIMEOUT=120   # SSH under emulation is slow to answer
 python -m runner sim check

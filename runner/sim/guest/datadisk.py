@@ -42,13 +42,39 @@ def wheels_dir(cache_dir: Path, repo: Path) -> Path:
     return target
 
 
+GUEST_PYTHON = Path("/usr/bin/python3")  # Debian 12's, the same interpreter as the guest's
+
+
+def venv_dir(cache_dir: Path, wheels: Path) -> Path:
+    """A venv of the guest's dependencies, made here (natively: pip under emulation takes minutes) with
+    Debian's python3, the guest's interpreter, at the path where the guest mounts it; cached per wheel set."""
+    target = cache_dir / f"ci-guest-venv-{wheels.name.rsplit('-', 1)[-1]}"
+    if (target / ".complete").exists():
+        return target
+    if not GUEST_PYTHON.exists():
+        raise EdgejarError(f"{GUEST_PYTHON} is missing: the guest's venv is made with Debian's python3")
+    shutil.rmtree(target, ignore_errors=True)
+    log(f"making the guest's venv in {target}")
+    run([str(GUEST_PYTHON), "-m", "venv", str(target)], timeout=300)
+    wheel_files = [str(w) for w in sorted(wheels.glob("*.whl"))]
+    run(
+        [str(target / "bin/pip"), "install", "-q", "--no-index", "--find-links", str(wheels), *wheel_files],
+        timeout=900,
+    )
+    (target / ".complete").write_text("")
+    for old in cache_dir.glob("ci-guest-venv-*"):
+        if old.is_dir() and old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def repo_files(repo: Path) -> list[str]:
     """Tracked and untracked-but-not-ignored files: the working tree as the developer has it."""
     out = run(["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"]).stdout
     return [f for f in out.split("\0") if f and (repo / f).is_file()]
 
 
-def stage(staging: Path, repo: Path, cache_entries: list[Path], wheels: Path, job: Path) -> None:
+def stage(staging: Path, repo: Path, cache_entries: list[Path], wheels: Path, venv: Path, job: Path) -> None:
     """The tree the data disk is made from (hard links where the source is on the same filesystem)."""
     staging.mkdir(parents=True)
     (staging / "out").mkdir()
@@ -59,12 +85,13 @@ def stage(staging: Path, repo: Path, cache_entries: list[Path], wheels: Path, jo
         shutil.copy2(repo / rel, target)
     cache = staging / "cache"
     cache.mkdir()
-    for entry in [*cache_entries, wheels]:
-        target = (staging / "wheels") if entry == wheels else cache / entry.name
+    for entry in [*cache_entries, wheels, venv]:
+        target = {wheels: staging / "wheels", venv: staging / "venv"}.get(entry, cache / entry.name)
         if run(["cp", "-al", str(entry), str(target)], check=False, timeout=600).returncode != 0:
             shutil.rmtree(target, ignore_errors=True)  # another filesystem: copy instead of linking
             run(["cp", "-a", str(entry), str(target)], timeout=600)
     shutil.copy2(job, staging / "job.sh")
+    (staging / "venv-path").write_text(f"{venv}\n")  # where the guest mounts the venv (its scripts' shebangs)
 
 
 def make_image(staging: Path, image: Path) -> None:

@@ -39,20 +39,27 @@ def main(cache_dir: Path, build_only: bool = False, keep: Path | None = None) ->
     rootfs = ensure_rootfs(cache_dir, DEFAULT_USER)
     repo_cache = aptrepo.ensure_repo(cache_dir, rootfs)
     wheels = datadisk.wheels_dir(cache_dir, repo_root())
+    venv = datadisk.venv_dir(cache_dir, wheels)
     log(f"guest image, sim rootfs and wheels ready ({time.monotonic() - started:.0f} s)")
     if build_only:
         return 0
     work = WORK_ROOT / f"edgejar-ci-guest.{os.getpid()}"
     try:
-        return _run(image, work, [rootfs.root, repo_cache], wheels, keep, started)
+        return _run(image, work, [rootfs.root, repo_cache], wheels, venv, keep, started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(
-    image: GuestImage, work: Path, caches: list[Path], wheels: Path, keep: Path | None, started: float
+    image: GuestImage,
+    work: Path,
+    caches: list[Path],
+    wheels: Path,
+    venv: Path,
+    keep: Path | None,
+    started: float,
 ) -> int:
-    datadisk.stage(work / "data", repo_root(), caches, wheels, repo_root() / JOB_SCRIPT)
+    datadisk.stage(work / "data", repo_root(), caches, wheels, venv, repo_root() / JOB_SCRIPT)
     data_disk = work / "data.img"
     datadisk.make_image(work / "data", data_disk)
     shutil.rmtree(work / "data")
