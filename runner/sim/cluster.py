@@ -21,6 +21,7 @@ from runner.sim.state import StateDir
 from runner.sim.system import is_same_process, log, run
 
 POWEROFF_TIMEOUT = 10.0
+SSH_CHECK_TIMEOUT = 90.0  # a first login can take a minute on a loaded or emulated machine (CI guest)
 
 
 # --- build / up -------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def check_ssh(cfg: SimConfig, state: StateDir) -> list[tuple[HostSpec, bool, str
                 ssh_command(cfg, state, h, "sudo", "-n", "true"),
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=SSH_CHECK_TIMEOUT,
                 check=False,
             )
         except subprocess.TimeoutExpired:
