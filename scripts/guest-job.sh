@@ -38,13 +38,12 @@ out=$(ansible -i "$INV" jetson -b -m ansible.builtin.command \
 echo "$out" | tail -3
 grep -q "oom-kill" <<<"$out" || { echo "FAIL: no oom-kill of the 32M unit inside the host"; exit 1; }
 
-step "provision + deploy with no extra variables, twice (the second changes nothing)"
-ansible-playbook -i "$INV" playbooks/provision.yml playbooks/deploy.yml | tail -6
-second=$(ansible-playbook -i "$INV" playbooks/provision.yml playbooks/deploy.yml)
-echo "$second" | tail -6
-if grep -E 'changed=[1-9]' <<<"$second"; then echo "FAIL: the second run changed something"; exit 1; fi
+step "provision with no extra variables (its second run's changed=0 is checked by the integration tier)"
+ansible-playbook -i "$INV" playbooks/provision.yml > "$D/out/provision.log" 2>&1 || {
+  tail -30 "$D/out/provision.log"; exit 1; }
+grep -A4 'PLAY RECAP' "$D/out/provision.log"
 
-step "runner up: split_brain with the tiny model"
+step "runner up (deploy + launch): split_brain with the tiny model"
 python -m runner model tiny
 EDGEJAR_INVENTORY=$INV python -m runner up experiments/split_brain.yml
 sleep 45

@@ -24,7 +24,7 @@ from runner.sim.rootfs import ensure_rootfs
 from runner.sim.system import log, run
 
 JOB_SCRIPT = Path("scripts/guest-job.sh")
-JOB_TIMEOUT_S = 25 * 60.0  # CI's limit is 90 min for everything; the rest of the suite takes ~30 min
+JOB_TIMEOUT_S = 45 * 60.0  # CI's limit is 90 min for everything; the rest of the suite takes ~30 min
 WORK_ROOT = Path("/var/tmp")
 TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "debugfs": "e2fsprogs"}
 
@@ -82,7 +82,7 @@ def _run(
     datadisk.read_out(data_disk, "job.log", job_log)
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        for name in ("job.log", "proc_cgroup", "mountinfo", "cgroup.controllers"):
+        for name in ("job.log", "provision.log", "proc_cgroup", "mountinfo", "cgroup.controllers"):
             datadisk.read_out(data_disk, name, keep / name)
         shutil.copy2(console, keep / "console.log")
     tail = _tail(job_log if job_log.exists() else console, 40)
