@@ -55,3 +55,18 @@ def test_check_report_names_what_is_missing_and_how_to_get_it() -> None:
     assert "optional CI guest: QEMU" in text
     assert text.endswith("cannot run here: tools")
     assert [f.name for f in doctor.blocking(found)] == ["tools"]
+
+
+def test_the_jobs_own_lines_are_shown_as_progress_and_only_complete_ones() -> None:
+    console = (
+        "[   35.8] edgejar-guest-job[312]: EDGEJAR-GUEST-JOB-START\n"
+        "[   36.1] systemd[1]: Started foo.service.\n"
+        "edgejar-guest login: [   52.8] edgejar-guest-job[340]: ok       Linux: linux\n"
+        "[   60.0] edgejar-guest-job[340]:   [90 s] TASK [edgejar_base : Install packages]\n"
+        "[   61.0] edgejar-guest-job[340]: ==> [91 s] half a li"
+    )
+    assert qemu.job_lines(console) == [
+        "EDGEJAR-GUEST-JOB-START",
+        "ok       Linux: linux",
+        "  [90 s] TASK [edgejar_base : Install packages]",
+    ]

@@ -91,9 +91,11 @@ def run(
     )
     try:
         seen_start = False
+        shown = 0
         while True:
             text = console.read_text(errors="replace")
             elapsed = time.monotonic() - started
+            shown = _show_progress(text, shown)
             if not seen_start and JOB_MARKER_START in text:
                 seen_start = True
                 log(f"guest ({accel}): the job started after {elapsed:.0f} s")
@@ -113,6 +115,24 @@ def run(
             time.sleep(1.0)
     finally:
         _stop(proc)
+
+
+JOB_TAG = "edgejar-guest-job["
+
+
+def job_lines(text: str) -> list[str]:
+    """Pure: the job's own output lines in the console text (the journal forwards them as `...job[PID]: `),
+    complete lines only."""
+    lines = text.split("\n")[:-1]
+    return [line.split("]: ", 1)[1] for line in lines if JOB_TAG in line and "]: " in line]
+
+
+def _show_progress(text: str, shown: int) -> int:
+    """Log the job's lines not shown yet (progress on a long stage); returns how many are shown."""
+    lines = job_lines(text)
+    for line in lines[shown:]:
+        log(f"guest | {line.rstrip()}")
+    return max(shown, len(lines))
 
 
 def _end_rc(text: str) -> int | None:

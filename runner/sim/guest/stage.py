@@ -82,7 +82,15 @@ def _run(
     datadisk.read_out(data_disk, "job.log", job_log)
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        for name in ("job.log", "provision.log", "proc_cgroup", "mountinfo", "cgroup.controllers"):
+        for name in (
+            "job.log",
+            "provision.log",
+            "up.log",
+            "collect.log",
+            "proc_cgroup",
+            "mountinfo",
+            "cgroup.controllers",
+        ):
             datadisk.read_out(data_disk, name, keep / name)
         shutil.copy2(console, keep / "console.log")
     tail = _tail(job_log if job_log.exists() else console, 40)
