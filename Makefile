@@ -62,7 +62,8 @@ sim-status: $(STAMP)
 doctor: $(STAMP)
 	$(PY) -m runner sim check
 
-# CI: the sim and one experiment inside a standard Debian 12 guest under QEMU (root; docs/sim.md).
+# The sim and one experiment inside a standard Debian 12 guest (systemd, cgroup v2) under QEMU (root;
+# docs/sim.md, "The CI guest"): about 24 minutes under TCG emulation, so not yet part of `make test`.
 guest: $(STAMP)
 	bash scripts/test.sh guest
 
