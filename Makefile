@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps
+.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps doctor guest
 
 # llama-cpp-python (the `node` extra) compiles llama.cpp the first time (about 6 minutes on 2 cores with
 # every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
@@ -57,6 +57,15 @@ sim-down: $(STAMP)
 
 sim-status: $(STAMP)
 	$(PY) -m runner sim status
+
+# What this machine has for the simulated cluster, what is missing and how to get it (docs/sim.md).
+doctor: $(STAMP)
+	$(PY) -m runner sim check
+
+# The sim and one experiment inside a standard Debian 12 guest (systemd, cgroup v2) under QEMU (root;
+# docs/sim.md, "The CI guest"): about 24 minutes under TCG emulation, so not yet part of `make test`.
+guest: $(STAMP)
+	bash scripts/test.sh guest
 
 # Debian packages the simulated cluster and the tests need (root; .ci/run runs this first).
 deb-deps:

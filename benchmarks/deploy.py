@@ -35,10 +35,6 @@ from runner.sim.state import StateDir  # noqa: E402
 # Ansible's defaults, plus only what the repository layout needs to run at all (where the roles are,
 # the summary callback) and what security requires (host keys checked, which is also the default).
 DEFAULTS_CFG = f"[defaults]\nroles_path = {ROOT / 'roles'}\n"
-SIM_VARS = {
-    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
-    "edgejar_swap_size_mb": 64,
-}
 EXPERIMENTS = ["experiments/split_brain.yml", "experiments/prisoners_dilemma.yml"]
 
 
@@ -66,8 +62,6 @@ def main() -> int:
     state = StateDir(state_dir_from_env())
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="deploy-bench.") as tmp:
-        extra = Path(tmp) / "sim-vars.json"
-        extra.write_text(json.dumps(SIM_VARS))
         for name in ("defaults", "edgejar"):
             if name == "edgejar":
                 config = ROOT / "ansible.cfg"
@@ -81,7 +75,7 @@ def main() -> int:
             assert cfg is not None
             close_masters(state)
             clear_fact_cache(cfg)
-            provision, _ = play(inventory, ROOT / "playbooks/provision.yml", config, ["-e", f"@{extra}"])
+            provision, _ = play(inventory, ROOT / "playbooks/provision.yml", config, [])
             placed = subprocess.run(
                 [sys.executable, "-m", "runner", "place", "-i", str(inventory), *EXPERIMENTS],
                 cwd=ROOT,

@@ -64,11 +64,10 @@ INV=$($PY -m runner sim inventory)
 $PY -m runner sim status
 
 step "provision (packages, service user, venv, llama-cpp-python from the controller's wheelhouse)"
-# The sim's hosts have no internet: the base package list is what its local APT repository has; they are
-# all x86_64 (the Jetson's nvcc is a stub), so all take the controller's CPU build of llama-cpp-python.
+# No extra variables: what the sim's hosts need differently (no build-essential, a small swap file, the
+# controller's CPU build of llama-cpp-python) is in the sim's own inventory (docs/sim.md).
 phase_start
-ansible-playbook -i "$INV" playbooks/provision.yml \
-  -e '{"edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"], "edgejar_swap_size_mb": 64, "edgejar_llama_flavour": "cpu"}'
+ansible-playbook -i "$INV" playbooks/provision.yml
 phase_end provision
 
 step "demo-sized copies of the four seed experiments (experiments/demo/, generated)"

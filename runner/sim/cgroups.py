@@ -82,12 +82,25 @@ def hierarchies() -> list[Hierarchy]:
     return found
 
 
+V2_SERVICE_SLICE = "system.slice"  # where systemd-run puts a transient service
+
+
 @dataclass(frozen=True)
 class HostCgroups:
-    """The cgroup directories of one host, one per hierarchy (recorded in its host.json)."""
+    """The cgroup directories of one host, one per hierarchy (recorded in its host.json).
+
+    On own-v1 machines the sim creates and removes them; on systemd-v2 machines they belong to the
+    host's transient service `unit` (one cgroup2 directory), which systemd creates and removes.
+    """
 
     dirs: tuple[Path, ...]
     memory_dir: Path | None
+    unit: str | None = None
+
+    @classmethod
+    def for_unit(cls, v2_mount: Path, unit: str) -> HostCgroups:
+        d = v2_mount / V2_SERVICE_SLICE / unit
+        return cls((d,), d, unit)
 
     @classmethod
     def for_leaf(cls, leaf: str) -> HostCgroups:
@@ -99,15 +112,24 @@ class HostCgroups:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> HostCgroups:
         memory = record.get("memory")
-        return cls(tuple(Path(p) for p in record.get("dirs", [])), Path(memory) if memory else None)
+        unit = record.get("unit")
+        return cls(
+            tuple(Path(p) for p in record.get("dirs", [])),
+            Path(memory) if memory else None,
+            unit if isinstance(unit, str) else None,
+        )
 
     def to_record(self) -> dict[str, Any]:
         return {
             "dirs": [str(d) for d in self.dirs],
             "memory": str(self.memory_dir) if self.memory_dir else None,
+            "unit": self.unit,
         }
 
     def create(self, memory_limit_bytes: int) -> None:
+        """Make the own-v1 cgroups with the ceiling (a systemd-v2 unit gets it from systemd-run)."""
+        if self.unit is not None:
+            return
         for d in self.dirs:
             d.mkdir(parents=False, exist_ok=True)
         mem = self.memory_dir
@@ -173,13 +195,15 @@ class HostCgroups:
         return [d for d in self.dirs if d.is_dir()]
 
     def memory_usage(self) -> tuple[int, int] | None:
-        """(usage, limit) in bytes from the host's memory cgroup."""
+        """(usage, limit) in bytes from the host's memory cgroup (v1 or v2 files)."""
         mem = self.memory_dir
         if mem is None:
             return None
+        v1_names = ("memory.usage_in_bytes", "memory.limit_in_bytes")
+        names = ("memory.current", "memory.max") if self.unit else v1_names
         try:
-            usage = int((mem / "memory.usage_in_bytes").read_text())
-            limit = int((mem / "memory.limit_in_bytes").read_text())
+            usage = int((mem / names[0]).read_text())
+            limit = int((mem / names[1]).read_text())
         except (OSError, ValueError):
             return None
         return usage, limit

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from runner.errors import EdgejarError
-from runner.sim import cluster
+from runner.sim import cluster, doctor
 from runner.sim.config import (
     DEFAULT_HOSTS,
     DEFAULT_SUBNET,
@@ -66,6 +66,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     status = actions.add_parser("status", parents=[common], help="list the hosts and whether SSH answers")
     status.set_defaults(func=_status)
+
+    check = actions.add_parser(
+        "check", help="what this machine has for the simulated cluster, what is missing and how to get it"
+    )
+    check.set_defaults(func=_check)
+
+    guest = actions.add_parser(
+        "guest",
+        help="CI: the sim and one experiment inside a standard Debian 12 guest (QEMU), nothing left after",
+    )
+    guest.add_argument(
+        "--build-only", action="store_true", help="build (or find cached) the guest image only"
+    )
+    guest.add_argument("--keep", type=Path, metavar="DIR", help="copy the guest's job log and results here")
+    guest.set_defaults(func=_guest)
 
     inventory = actions.add_parser(
         "inventory", parents=[common], help="print the path of the simulated cluster's inventory"
@@ -130,6 +145,18 @@ def _status(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     return 0 if all(h.ssh_ok for h in hosts) else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    found = doctor.findings()
+    print(doctor.report(found))
+    return 1 if doctor.blocking(found) else 0
+
+
+def _guest(args: argparse.Namespace) -> int:
+    from runner.sim.guest import stage
+
+    return stage.main(cache_dir_from_env(), build_only=args.build_only, keep=args.keep)
 
 
 def _inventory(args: argparse.Namespace) -> int:

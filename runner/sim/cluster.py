@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import EdgejarError
-from runner.sim import aptrepo, host, network, preflight
+from runner.sim import aptrepo, host, launch, layout, network, preflight
 from runner.sim.cgroups import HostCgroups, parse_hierarchies
 from runner.sim.config import HostSpec, SimConfig
 from runner.sim.inventory import repo_root, write_inventory, write_known_hosts
@@ -21,6 +21,7 @@ from runner.sim.state import StateDir
 from runner.sim.system import is_same_process, log, run
 
 POWEROFF_TIMEOUT = 10.0
+SSH_CHECK_TIMEOUT = 90.0  # a first login can take a minute on a loaded or emulated machine (CI guest)
 
 
 # --- build / up -------------------------------------------------------------------------------------
@@ -38,6 +39,9 @@ def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool =
     preflight.require_root("up")
     preflight.check_tools(preflight.UP_TOOLS)
     preflight.check_kernel()
+    way = layout.detect().require()  # before anything is created: fail at once without a ceiling
+    if way == layout.SYSTEMD_V2:
+        preflight.check_tools(preflight.SYSTEMD_TOOLS)
     with state.lock():
         recorded = state.load()
         if recorded is not None:
@@ -88,6 +92,8 @@ def _check_names_free(cfg: SimConfig) -> None:
 
 def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
     started = time.monotonic()
+    machine_layout = layout.detect()
+    log(f"cgroup layout: {machine_layout.describe()}")
     rootfs = ensure_rootfs(cache_dir, cfg.user)
     repo = aptrepo.ensure_repo(cache_dir, rootfs)
     pubkey = _controller_key(state)
@@ -98,7 +104,7 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
         f"booting {len(cfg.hosts)} hosts: "
         + ", ".join(f"{h.name} ({h.kind}, {h.address})" for h in cfg.hosts)
     )
-    known = [host.prepare(state, cfg, h, rootfs, pubkey) for h in cfg.hosts]
+    known = [host.prepare(state, cfg, h, rootfs, pubkey, machine_layout) for h in cfg.hosts]
     write_known_hosts(state, known)
     for h in cfg.hosts:
         host.boot(state, cfg, h)
@@ -152,7 +158,7 @@ def check_ssh(cfg: SimConfig, state: StateDir) -> list[tuple[HostSpec, bool, str
                 ssh_command(cfg, state, h, "sudo", "-n", "true"),
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=SSH_CHECK_TIMEOUT,
                 check=False,
             )
         except subprocess.TimeoutExpired:
@@ -252,8 +258,10 @@ def find_leftovers(cfg: SimConfig | None, state: StateDir, names: list[str], bri
             left.append(f"network namespace {netns}")
         if veth and network.link_exists(veth):
             left.append(f"network interface {veth}")
-        for d in _cgroup_dirs_named(machine):
+        for d in _cgroup_dirs_named(machine) + _cgroup_dirs_named(launch.unit_name(machine)):
             left.append(f"cgroup {d}")
+        if _unit_loaded(launch.unit_name(machine)):
+            left.append(f"systemd unit {launch.unit_name(machine)}")
     if bridge and network.link_exists(bridge):
         left.append(f"bridge {bridge}")
     for mount_point in host.mounts_below(state.root):
@@ -277,6 +285,14 @@ def _cgroup_dirs_named(leaf: str, max_depth: int = 6) -> list[Path]:
             if depth >= max_depth:
                 dirnames.clear()
     return found
+
+
+def _unit_loaded(unit: str) -> bool:
+    """A host's transient service is still known to the machine's systemd (systemd-v2 machines)."""
+    if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        return False
+    out = run(["systemctl", "show", "--property=LoadState", "--value", unit], check=False).stdout.strip()
+    return out not in ("", "not-found")
 
 
 def _mountinfo() -> str:

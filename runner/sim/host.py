@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import EdgejarError
-from runner.sim import network
+from runner.sim import launch, network
 from runner.sim.cgroups import HOST_CONTROLLERS, HostCgroups
 from runner.sim.config import HostSpec, SimConfig
+from runner.sim.layout import SYSTEMD_V2, Layout
 from runner.sim.personas import PERSONA_DIR, devicetree_files, rootfs_files
 from runner.sim.rootfs import Rootfs
 from runner.sim.state import StateDir
@@ -80,11 +81,16 @@ def files_of(state: StateDir, name: str) -> HostFiles:
 
 
 # --- up ---------------------------------------------------------------------------------------------
-def prepare(state: StateDir, cfg: SimConfig, host: HostSpec, rootfs: Rootfs, controller_pubkey: str) -> str:
+def prepare(
+    state: StateDir, cfg: SimConfig, host: HostSpec, rootfs: Rootfs, controller_pubkey: str, layout: Layout
+) -> str:
     """Network, overlay root, persona, keys and cgroups of a host; returns its known_hosts line."""
     f = files_of(state, host.name)
     f.root.mkdir(parents=True, exist_ok=True)
-    cgroups = HostCgroups.for_leaf(cfg.machine(host))
+    if layout.require() == SYSTEMD_V2 and layout.v2_mount is not None:
+        cgroups = HostCgroups.for_unit(layout.v2_mount, launch.unit_name(cfg.machine(host)))
+    else:
+        cgroups = HostCgroups.for_leaf(cfg.machine(host))
     # Record first: a crash from here on leaves enough for `sim down` to find everything.
     state.update_host_record(
         host.name,
@@ -174,31 +180,23 @@ def _write(root: Path, path: str, content: str, mode: int) -> None:
 
 
 def boot(state: StateDir, cfg: SimConfig, host: HostSpec) -> None:
-    """Start systemd-nspawn for the host, detached, inside the host's own cgroups."""
+    """Start systemd-nspawn for the host, detached: in its own cgroups (own-v1) or unit (systemd-v2)."""
     f = files_of(state, host.name)
     record = state.host_record(host.name)
     cgroups = HostCgroups.from_record(record["cgroups"])
-    cmd = [
-        "systemd-nspawn",
-        "--quiet",
-        "--boot",
-        f"--directory={f.merged}",
-        f"--machine={cfg.machine(host)}",
-        f"--hostname={host.name}",
-        f"--network-namespace-path={network.NETNS_DIR / cfg.netns(host)}",
-        # Confined to the host's own network namespace (as --private-network grants it): nftables
-        # (roles/edgejar_firewall) and `ip` on the host act on that namespace only.
-        "--capability=CAP_NET_ADMIN",
-        # No host systemd, machined or D-Bus here: do not register, stay in the cgroup we put it in.
-        "--register=no",
-        "--keep-unit",
-        "--resolv-conf=off",
-        "--timezone=off",
-        "--link-journal=no",
-        "--console=pipe",
-    ]
-    if f.firmware.is_dir():
-        cmd.append(f"--bind-ro={f.firmware}:/sys/firmware")
+    cmd = launch.nspawn_command(
+        f.merged,
+        cfg.machine(host),
+        host.name,
+        network.NETNS_DIR / cfg.netns(host),
+        f.firmware if f.firmware.is_dir() else None,
+    )
+    if cgroups.unit is not None:
+        memory = host.memory_mib * 1024 * 1024
+        run(launch.systemd_run_command(cgroups.unit, memory, f.console_log, cmd), timeout=60)
+        pid = _unit_main_pid(cgroups.unit)
+        state.update_host_record(host.name, nspawn_pid=pid, nspawn_start=start_time(pid))
+        return
     with f.console_log.open("ab") as console:
         proc = subprocess.Popen(
             cmd,
@@ -210,6 +208,15 @@ def boot(state: StateDir, cfg: SimConfig, host: HostSpec) -> None:
             preexec_fn=cgroups.enter_function(),
         )
     state.update_host_record(host.name, nspawn_pid=proc.pid, nspawn_start=start_time(proc.pid))
+
+
+def _unit_main_pid(unit: str) -> int:
+    out = run(launch.unit_main_pid_command(unit)).stdout
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    pid = int(values.get("MainPID", "0") or 0)
+    if pid <= 0:
+        raise EdgejarError(f"{unit} has no main process right after systemd-run (nspawn exited at once?)")
+    return pid
 
 
 def wait_until_up(state: StateDir, cfg: SimConfig, host: HostSpec, deadline: float) -> None:
@@ -320,6 +327,10 @@ def remove(state: StateDir, name: str) -> list[str]:
     record = state.host_record(name)
     left: list[str] = []
     cgroups = HostCgroups.from_record(record.get("cgroups", {}))
+    if cgroups.unit is not None:
+        # systemd-v2: the unit's stop powers the host off and kills what is left; --collect unloads it.
+        run(launch.stop_command(cgroups.unit), check=False, timeout=launch.STOP_TIMEOUT_S + 30)
+        run(["systemctl", "reset-failed", cgroups.unit], check=False)
     for key in ("init", "nspawn"):
         pid, started = record.get(f"{key}_pid"), record.get(f"{key}_start")
         if isinstance(pid, int) and is_same_process(pid, started):

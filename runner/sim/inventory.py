@@ -24,18 +24,44 @@ TOP_GROUP = "edgejar_nodes"
 HEADER = (
     "# Inventory of the simulated edgejar cluster, written by `python -m runner sim up`; do not edit.\n"
     "# Same groups and group_vars as the repository's `inventory`; only addresses, user and keys differ,\n"
-    "# and edgejar_llama_flavour is cpu on every host (all x86_64; the sim Jetson has no real CUDA).\n"
+    "# plus what the simulated hosts need differently (see SIM_HOST_VARS in runner/sim/inventory.py):\n"
+    "# no build-essential (nothing compiles on a sim host), a 64 MiB swap file, the cpu wheel flavour.\n"
 )
+# Packages of edgejar_base's default list that the sim hosts do without: the sim's APT repository has no
+# compiler (no internet in the hosts) and nothing is compiled on them (the controller builds the one cpu
+# wheel of llama-cpp-python for all of them).
+SIM_WITHOUT_PACKAGES = frozenset({"build-essential"})
+SIM_SWAP_SIZE_MB = 64  # swapon is not permitted in a host and the file lives in its overlay: keep it small
 
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def base_packages(defaults: Path | None = None) -> list[str]:
+    """edgejar_base's default package list without what the sim hosts do without."""
+    path = defaults or repo_root() / "roles" / "edgejar_base" / "defaults" / "main.yml"
+    listed = yaml.safe_load(path.read_text()).get("edgejar_base_packages") or []
+    return [p for p in listed if p not in SIM_WITHOUT_PACKAGES]
+
+
+def sim_host_vars() -> dict[str, Any]:
+    """What every simulated host needs differently from a real node: carried by the sim's inventory, so
+    that every playbook runs on it unchanged, with no extra variables."""
+    return {
+        "edgejar_base_packages": base_packages(),
+        "edgejar_swap_size_mb": SIM_SWAP_SIZE_MB,
+        # Every sim host is x86_64 and the sim Jetson's nvcc is a stub: llama-cpp-python is built for the
+        # CPU, once, on the controller (roles/edgejar_llama), for all of them.
+        "edgejar_llama_flavour": "cpu",
+    }
+
+
 def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
     """The inventory as a mapping (pure: no files touched)."""
     ssh_args = f"-o UserKnownHostsFile={state.known_hosts} -o StrictHostKeyChecking=yes"
     groups: dict[str, dict[str, Any]] = {}
+    extra = sim_host_vars()
     for kind in PERSONAS.values():  # group order as in the real inventory
         members = [h for h in cfg.hosts if h.kind == kind.kind]
         if not members:
@@ -51,9 +77,7 @@ def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
                     "ansible_control_path_dir": str(state.control_dir),
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "edgejar_sim_memory_mib": h.memory_mib,
-                    # Every sim host is x86_64 and the sim Jetson's nvcc is a stub: llama-cpp-python is
-                    # built for the CPU, once, on the controller (roles/edgejar_llama), for all of them.
-                    "edgejar_llama_flavour": "cpu",
+                    **extra,
                 }
                 for h in members
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,8 +23,11 @@ TOOLS: dict[str, str] = {
     "ssh-keygen": "openssh-client",
     "dpkg-deb": "dpkg",
     "dpkg-scanpackages": "dpkg-dev",
+    "systemd-run": "systemd",
+    "systemctl": "systemd",
 }
-UP_TOOLS = tuple(TOOLS)
+SYSTEMD_TOOLS = ("systemd-run", "systemctl")  # only on systemd-v2 machines (runner/sim/layout.py)
+UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS)
 DOWN_TOOLS = ("ip", "umount", "ssh")
 STATUS_TOOLS = ("ssh",)
 
@@ -53,9 +57,20 @@ def check_tools(tools: Iterable[str]) -> None:
         raise EdgejarError(missing_tools_message(missing))
 
 
+def overlay_available() -> bool:
+    """overlayfs is built in, or loads as a module (Debian's kernels build it as one)."""
+    if "overlay" in Path("/proc/filesystems").read_text().split():
+        return True
+    if shutil.which("modprobe") is None:
+        return False
+    subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)
+    return "overlay" in Path("/proc/filesystems").read_text().split()
+
+
 def check_kernel() -> None:
-    filesystems = Path("/proc/filesystems").read_text()
-    if "overlay" not in filesystems.split():
-        raise EdgejarError("the kernel has no overlayfs (`overlay` is not in /proc/filesystems)")
+    if not overlay_available():
+        raise EdgejarError(
+            "the kernel has no overlayfs (not in /proc/filesystems, and `modprobe overlay` failed)"
+        )
     if not Path("/proc/self/ns/net").exists():
         raise EdgejarError("the kernel has no network namespaces")

@@ -202,15 +202,15 @@ def ensure_rootfs(cache_dir: Path, user: str) -> Rootfs:
             f"building the Debian {SUITE} root filesystem for the simulated hosts in {entry.root} "
             "(first run or changed recipe; about 2-5 minutes, cached afterwards)"
         )
-        _debootstrap(work / "rootfs", work / "build.log")
+        debootstrap(work / "rootfs", work / "build.log")
         log("downloading the packages for the local APT repository: " + " ".join(REPO_PACKAGES))
-        _chroot(work / "rootfs", DOWNLOAD_SCRIPT, *REPO_PACKAGES)
+        chroot(work / "rootfs", DOWNLOAD_SCRIPT, *REPO_PACKAGES)
         (work / "debs").mkdir()
         archives = work / "rootfs" / "var" / "cache" / "apt" / "archives"
         for deb in archives.glob("*.deb"):
             shutil.move(str(deb), work / "debs" / deb.name)
         log("customising the rootfs (SSH, user, sudo, units, APT)")
-        _chroot(work / "rootfs", CUSTOMIZE_SCRIPT, user)
+        chroot(work / "rootfs", CUSTOMIZE_SCRIPT, user)
         (work / "recipe.json").write_text(json.dumps(recipe(user), indent=2, sort_keys=True) + "\n")
         (work / COMPLETE).write_text(f"{h}\n")
         work.rename(entry.root)
@@ -219,13 +219,14 @@ def ensure_rootfs(cache_dir: Path, user: str) -> Rootfs:
         return entry
 
 
-def _debootstrap(target: Path, build_log: Path) -> None:
+def debootstrap(target: Path, build_log: Path, packages: tuple[str, ...] = PACKAGES) -> None:
+    """debootstrap minbase of SUITE with `packages` into `target`, progress to stderr, log to build_log."""
     mirror = os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
     cmd = [
         "debootstrap",
         "--variant=minbase",
         f"--arch={host_arch()}",
-        "--include=" + ",".join(PACKAGES),
+        "--include=" + ",".join(packages),
         SUITE,
         str(target),
         mirror,
@@ -260,7 +261,8 @@ def _debootstrap(target: Path, build_log: Path) -> None:
         )
 
 
-def _chroot(root: Path, script: str, *args: str) -> None:
+def chroot(root: Path, script: str, *args: str) -> None:
+    """Run a shell script inside `root` (as root, Debian's PATH, non-interactive)."""
     proc = subprocess.run(
         ["chroot", str(root), "/bin/sh", "-c", script, "sh", *args],
         capture_output=True,

@@ -68,8 +68,14 @@ def start_time(pid: int) -> int | None:
 
 
 def is_same_process(pid: int | None, started: int | None) -> bool:
-    """True if PID is alive and is the process recorded with that start time."""
-    return pid is not None and started is not None and start_time(pid) == started
+    """True if PID is alive (not a zombie) and is the process recorded with that start time."""
+    if pid is None or started is None or start_time(pid) != started:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"  # a zombie has exited: only its entry is left
 
 
 def children(pid: int) -> list[int]:
@@ -92,6 +98,8 @@ def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
     """Wait until the recorded process has exited; True if it did within the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # our own child (a failed `sim up`): reap it
+            os.waitpid(pid, os.WNOHANG)
         if not is_same_process(pid, started):
             return True
         time.sleep(0.1)

@@ -2,7 +2,7 @@
 
 The tests use their own state directory, subnet, bridge and name prefix, so that they never touch a
 simulated cluster that a developer has up (`python -m runner sim up` with the defaults). They skip with
-the reason when the machine cannot run it (not root, missing tools, no cgroup v1 memory controller).
+the reason when the machine cannot run it (what `python -m runner sim check` reports missing: root, tools, kernel, a cgroup layout).
 """
 
 from __future__ import annotations
@@ -70,14 +70,10 @@ def skip_reason() -> str | None:
         return "the simulated cluster needs Linux"
     if os.geteuid() != 0:
         return "the simulated cluster needs root (network namespaces, mounts, cgroups, systemd-nspawn)"
-    from runner.sim.preflight import UP_TOOLS, missing_tools, missing_tools_message
+    from runner.sim import doctor
 
-    missing = missing_tools(UP_TOOLS)
-    if missing:
-        return missing_tools_message(missing)
-    if not Path("/sys/fs/cgroup/memory").is_dir():
-        return "no cgroup v1 memory controller (/sys/fs/cgroup/memory): host memory limits cannot be set"
-    return None
+    blocking = doctor.blocking(doctor.findings())  # the same findings as `python -m runner sim check`
+    return "; ".join(f"{f.name}: {f.detail}" for f in blocking) or None
 
 
 @pytest.fixture(scope="session")
@@ -112,11 +108,9 @@ def provisioned_runs(sim: Sim, runner_dir: Path) -> dict[str, Any]:
     from tests.integration import runs
 
     return {
-        "fresh_check": runs.provision(
-            sim, runner_dir, "provision-fresh-check", runs.SIM_VARS, cmdline="--check"
-        ),
-        "first": runs.provision(sim, runner_dir, "provision-1", runs.SIM_VARS),
-        "second": runs.provision(sim, runner_dir, "provision-2", runs.SIM_VARS),
+        "fresh_check": runs.provision(sim, runner_dir, "provision-fresh-check", {}, cmdline="--check"),
+        "first": runs.provision(sim, runner_dir, "provision-1", {}),
+        "second": runs.provision(sim, runner_dir, "provision-2", {}),
     }
 
 

@@ -52,14 +52,6 @@ class Run:
         }
 
 
-# The simulated cluster's APT repository and rootfs have no build-essential (no internet in the
-# hosts): the rest of edgejar_base's default list is what they provide. See roles/edgejar_base/README.md.
-SIM_VARS: dict[str, Any] = {
-    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
-    "edgejar_swap_size_mb": 64,  # the swap role has its own test; keep the sim hosts' disks small
-}
-
-
 def private_dir(runner_dir: Path, name: str) -> Path:
     """A private data directory per run: ansible-runner keeps extra variables in it between runs."""
     path = runner_dir / name

@@ -33,10 +33,6 @@ HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 BUILD_TASK = "Build the wheels with pip wheel (the log stays in the build directory)"
 INSTALL_TASK = "Install the packages into the node venv from the node's wheels (offline)"
 RECORD_TASK = "Write the install record"
-SIM_VARS: dict[str, Any] = {
-    # What the simulated hosts' APT sources have (see roles/edgejar_base/README.md).
-    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
-}
 # Sim limitation: the simulated Jetson's nvcc is a stub and every host is x86_64, so no CUDA or Cortex-A76
 # build can run; the Pis keep a flavour of their own (a76) only to give them their own wheel key.
 PROBE_FLAVOURS = {"jetson": "cpu", "rpi": "a76", "x86": "cpu"}
@@ -118,7 +114,7 @@ def play(
         playbook="llama.yml",
         inventory=str(sim.inventory),
         envvars=ansible_env(),
-        extravars={**SIM_VARS, **extravars},
+        extravars=extravars,  # no sim variables: the sim inventory carries them
         quiet=True,
         **kwargs,
     )

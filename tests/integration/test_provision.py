@@ -15,13 +15,12 @@ from tests.integration.runs import Run, private_dir
 pytestmark = pytest.mark.integration
 
 HOSTS = {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
-SIM_VARS = runs.SIM_VARS
 
 
 def provision(
     sim: Sim, runner_dir: Path, name: str, extravars: dict[str, Any] | None = None, **kwargs: Any
 ) -> Run:
-    return runs.provision(sim, runner_dir, name, {**SIM_VARS, **(extravars or {})}, **kwargs)
+    return runs.provision(sim, runner_dir, name, dict(extravars or {}), **kwargs)
 
 
 def node_state(sim: Sim, runner_dir: Path) -> dict[str, str]:

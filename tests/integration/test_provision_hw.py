@@ -20,10 +20,6 @@ pytestmark = pytest.mark.integration
 HOSTS = {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
 CMDLINE = "/boot/firmware/cmdline.txt"
 HW_VARS: dict[str, Any] = {
-    # What the simulated hosts' APT sources have (see roles/edgejar_base/README.md).
-    "edgejar_base_packages": ["git", "rsync", "python3-venv", "htop", "tmux"],
-    # A small swap file: the simulated hosts' disks are overlay layers on the test machine.
-    "edgejar_swap_size_mb": 64,
     "edgejar_jetson_nvpmodel_mode": 2,
     "edgejar_jetson_disable_services": ["bluetooth", "avahi-daemon"],
 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -58,3 +61,30 @@ def test_written_inventory_reads_group_vars_through_ansible(tmp_path: Path) -> N
     assert kinds == {"jetson": "jetson", "rpi1": "rpi", "rpi2": "rpi", "host": "x86"}
     assert {cn.node.name: cn.address for cn in cluster.nodes}["rpi2"] == "10.231.42.13"
     assert cluster.host_vars_dir == state.root / "host_vars"
+
+
+def test_sim_hosts_carry_what_they_need_differently(tmp_path: Path) -> None:
+    """provision.yml runs on the sim inventory with no extra variables: the hosts' differences are in it."""
+    data = inventory_data(build_config(), StateDir(tmp_path))
+    defaults = yaml.safe_load((ROOT / "roles/edgejar_base/defaults/main.yml").read_text())
+    for group in data["all"]["children"]["edgejar_nodes"]["children"].values():
+        for host in group["hosts"].values():
+            assert host["edgejar_base_packages"] == [
+                p for p in defaults["edgejar_base_packages"] if p != "build-essential"
+            ]
+            assert host["edgejar_swap_size_mb"] == 64
+            assert host["edgejar_llama_flavour"] == "cpu"
+
+
+def test_sim_host_vars_win_over_group_vars_through_ansible(tmp_path: Path) -> None:
+    """Inventory host variables rank above group_vars/ in Ansible's precedence: ask Ansible itself."""
+    state = StateDir(tmp_path / "sim")
+    state.root.mkdir()
+    path = write_inventory(build_config(), state)
+    exe = shutil.which("ansible-inventory")
+    assert exe is not None
+    out = subprocess.run([exe, "-i", str(path), "--host", "rpi1"], capture_output=True, text=True, check=True)
+    hostvars = json.loads(out.stdout)
+    assert "build-essential" not in hostvars["edgejar_base_packages"]
+    assert hostvars["edgejar_swap_size_mb"] == 64
+    assert hostvars["node_ram_gb"] == 8  # group_vars/rpi5.yml still read
