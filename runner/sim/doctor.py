@@ -39,28 +39,20 @@ def findings() -> list[Finding]:
             else "needed for namespaces, mounts, cgroups, systemd-nspawn: use sudo",
         ),
     ]
-    missing = preflight.missing_tools(preflight.UP_TOOLS)
-    found.append(
-        Finding(
-            "tools",
-            not missing,
-            preflight.missing_tools_message(missing) if missing else "all present",
-        )
-    )
+    found.append(_tools("tools", preflight.UP_TOOLS, "all present"))
     found.append(_kernel())
     machine = layout.detect()
     found.append(Finding("cgroup layout", machine.way is not None, machine.describe()))
     if machine.way == layout.SYSTEMD_V2:
-        missing = preflight.missing_tools(preflight.SYSTEMD_TOOLS)
-        found.append(
-            Finding(
-                "systemd tools",
-                not missing,
-                preflight.missing_tools_message(missing) if missing else "systemd-run, systemctl",
-            )
-        )
+        found.append(_tools("systemd tools", preflight.SYSTEMD_TOOLS, "systemd-run, systemctl"))
     found += _guest()
     return found
+
+
+def _tools(name: str, tools: tuple[str, ...], present: str) -> Finding:
+    """A finding for a set of tools: which are missing and the Debian packages to install."""
+    missing = preflight.missing_tools(tools)
+    return Finding(name, not missing, preflight.missing_tools_message(missing) if missing else present)
 
 
 def _kernel() -> Finding:

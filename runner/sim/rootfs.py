@@ -167,12 +167,13 @@ def cached(cache_dir: Path, user: str) -> Rootfs | None:
 
 
 @contextlib.contextmanager
-def _build_lock(cache_dir: Path) -> Iterator[None]:
-    with (cache_dir / ".rootfs.lock").open("a") as fh:
+def build_lock(cache_dir: Path, name: str, what: str) -> Iterator[None]:
+    """One builder at a time for a cache entry (`cache_dir/.<name>.lock`); says so when it waits."""
+    with (cache_dir / f".{name}.lock").open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log("another process is building the rootfs; waiting for it")
+            log(f"another process is building {what}; waiting for it")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -186,7 +187,7 @@ def ensure_rootfs(cache_dir: Path, user: str) -> Rootfs:
     if found:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _build_lock(cache_dir):
+    with build_lock(cache_dir, "rootfs", "the rootfs"):
         found = cached(cache_dir, user)
         if found:
             return found

@@ -13,18 +13,15 @@ powers off. Progress goes to the serial console.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import EdgejarError
-from runner.sim.rootfs import SUITE, chroot, debootstrap, host_arch
+from runner.sim.rootfs import SUITE, build_lock, chroot, debootstrap, host_arch
 from runner.sim.system import log, run
 
 # A standard Debian 12 host with what the simulated cluster needs (scripts/deb-deps.sh's list).
@@ -160,27 +157,13 @@ def cached(cache_dir: Path) -> GuestImage | None:
     return image if (image.root / COMPLETE).exists() else None
 
 
-@contextlib.contextmanager
-def _lock(cache_dir: Path) -> Iterator[None]:
-    with (cache_dir / ".ci-guest.lock").open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log("another process is building the CI guest image; waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_image(cache_dir: Path) -> GuestImage:
     """The cached guest image for the current recipe, built first if needed (minutes)."""
     found = cached(cache_dir)
     if found:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(cache_dir):
+    with build_lock(cache_dir, "ci-guest", "the CI guest image"):
         found = cached(cache_dir)
         if found:
             return found
