@@ -22,6 +22,7 @@ from typing import Any
 
 from runner import __version__, ansible_bridge, inventory
 from runner.bench import parse, store, table
+from runner.bench import report as bench_report
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.common import table as fmt_table
 from runner.commands.results import add_results_dir
@@ -30,6 +31,7 @@ from runner.errors import EdgejarError, InputError
 from runner.requirements import is_known_model
 
 DB_NAME = "bench.sqlite3"
+REPORT_RUNS = 6  # the report after a run shows the last this many runs side by side
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{db}: no bench run stored yet (run `python -m runner bench --model M`)")
         conn = store.connect(db)
         try:
-            return _list(conn) if args.list else _compare(conn, args.compare)
+            return _list(conn) if args.list else _compare(conn, args.compare, args.results)
         finally:
             conn.close()
     if not args.model:
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             run_id = store.add_run(conn, started, _now(), str(inv), controller, results)
             stored = store.load_run(conn, run_id)
+            recent = [store.load_run(conn, i) for i in store.run_ids(conn)[-REPORT_RUNS:]]
         finally:
             conn.close()
         if args.json:
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     for where, why in failures.items():
         print(f"bench: {where}: {why}", file=sys.stderr)
     if run_id is not None:
+        _report(args.results, recent)
         print(f"bench: stored as run {run_id} in {db}; `python -m runner bench --compare` compares the "
               "last two", file=sys.stderr)  # fmt: skip
     if failures or not result.ok:
@@ -168,7 +172,7 @@ def _list(conn: Any) -> int:
     return 0
 
 
-def _compare(conn: Any, wanted: list[int]) -> int:
+def _compare(conn: Any, wanted: list[int], results_dir: Path) -> int:
     ids = store.run_ids(conn)
     if len(wanted) not in (0, 2):
         raise InputError("--compare takes two run ids, or none for the last two runs")
@@ -181,6 +185,7 @@ def _compare(conn: Any, wanted: list[int]) -> int:
     if not rows:
         raise InputError(f"runs {a.run_id} and {b.run_id} measured no node and model in common")
     print(f"run {a.run_id} ({a.started}) against run {b.run_id} ({b.started}); change: + is better")
+    _report(results_dir, [a, b])
     print(_fmt(rows, header))
     ours = {(r.node, r.model): r for r in b.results}
     for r in a.results:
@@ -190,6 +195,16 @@ def _compare(conn: Any, wanted: list[int]) -> int:
             print(f"\n{r.node}/{r.model}: what else changed between the runs:")
             print("\n".join(f"  {line}" for line in diff))
     return 0
+
+
+def _report(results_dir: Path, runs: list[store.Run]) -> None:
+    """results/bench/report.html of these runs; no plotting library is a warning (the run is stored)."""
+    try:
+        path = bench_report.write(results_dir, runs)
+    except EdgejarError as exc:
+        print(f"bench: no report: {exc}", file=sys.stderr)
+        return
+    print(f"bench: report of run(s) {', '.join(str(r.run_id) for r in runs)}: {path}", file=sys.stderr)
 
 
 def _now() -> str:

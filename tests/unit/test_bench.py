@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,24 @@ def test_compare_needs_two_runs(project: Path, capsys: pytest.CaptureFixture[str
     assert main(["bench", "--results", str(results), "--list"]) == 0
     assert "rpi1" in capsys.readouterr().out
     assert sqlite3.connect(results / "bench.sqlite3").execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_report_draws_each_metric_for_every_run_and_names_the_provenance(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from runner.bench import report
+
+    a = store.Run(1, "t0", "t1", "inv", {"commit": "abc"},
+                  (store.Result("rpi1", "gemma", "rpi", measurement(10.0)),))  # fmt: skip
+    b = store.Run(2, "t2", "t3", "inv", {"commit": "def"},
+                  (store.Result("rpi1", "gemma", "rpi", measurement(12.0)),))  # fmt: skip
+    assert report.series([a, b], "ttft_s") == {
+        "rpi1/gemma": [("run 1", 200.0, 200.0, 200.0), ("run 2", 200.0, 200.0, 200.0)]
+    }
+    path = report.write(tmp_path, [a, b])
+    assert path == tmp_path / "bench" / "report.html"
+    text = path.read_text()
+    assert text.count("<svg") == len(table.METRICS)
+    for title, _, _ in table.METRICS.values():
+        assert f"{title} per node and model" in text
+    assert "run 1" in text and "run 2" in text and "aarch64-a76-cp311" in text and "Raspberry Pi 5" in text
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text)  # nothing fetched
