@@ -5,7 +5,11 @@ Run it after `make demo` (the sim up and provisioned, the demo's experiments in 
 root. `--root DIR` runs another checkout's runner and playbooks on the same cluster and the same
 experiment files (for a baseline: `git worktree add /tmp/before <commit>` and point --root there).
 
-    .venv/bin/python benchmarks/iteration.py [--runs 5] [--root DIR] [--json FILE]
+    .venv/bin/python benchmarks/iteration.py [--runs 5] [--root DIR] [--json FILE] [--cycle-delay S]
+
+On the simulated cluster the instances run on this machine's own CPUs, beside Ansible; on real boards
+they do not. `--cycle-delay S` gives every instance S seconds between cycles (`cycle_delay_s`), so the
+instances are mostly idle and what is measured is the deploy and launch path itself, as on boards.
 
 Every timed run is checked, not only timed: a no-op must leave every instance's main PID unchanged; an
 edit must restart exactly the edited instance and return with it answering (launch waits for that).
@@ -89,6 +93,9 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose runner and playbooks run")
     parser.add_argument("--experiments", type=Path, nargs="+", help="default: experiments/demo/*.yml")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cycle-delay", type=float, default=None, metavar="S", help="cycle_delay_s of every instance"
+    )
     args = parser.parse_args()
     root = args.root.resolve()
     sources = args.experiments or sorted((ROOT / "experiments/demo").glob("*.yml"))
@@ -101,6 +108,8 @@ def main() -> int:
     for src in sources:
         data = yaml.safe_load(src.read_text())
         data["cycles"] = 0
+        if args.cycle_delay is not None:
+            data["cycle_delay_s"] = args.cycle_delay
         files.append(workdir / src.name)
         files[-1].write_text(yaml.safe_dump(data, sort_keys=False))
     py = str(ROOT / ".venv/bin/python")

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.collect",
     "runner.commands.results",
     "runner.commands.report",
+    "runner.commands.bench",
     "runner.modelfile.cli",
     "runner.sim.cli",
 )

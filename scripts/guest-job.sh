@@ -52,6 +52,28 @@ grep -q "oom-kill" <<<"$out" || { echo "FAIL: no oom-kill of the 32M unit inside
 
 # A short provision: the roles an instance needs (service user, directories, venv, the runtime's packages).
 # Every role, twice (changed=0), runs in the integration tier; under TCG emulation each task takes seconds.
+# The controller's wheelhouse for the guest's key, from the staged wheels: the role's build step would
+# only pick the same files up again through PIP_FIND_LINKS (llama.cpp is never compiled here), and under
+# emulation that costs minutes. The build path itself runs in the integration tier.
+step "the controller's wheelhouse for x86_64-cpu-cp311 from the staged wheels"
+python - "$D/wheels" <<'PY'
+import re, shutil, sys
+from pathlib import Path
+import yaml
+norm = lambda name: re.sub(r"[-_.]+", "_", name).lower()
+wanted = {norm(re.split(r"[=<>!~\[ ]", p, maxsplit=1)[0])
+          for p in yaml.safe_load(Path("roles/edgejar_llama/defaults/main.yml").read_text())["edgejar_llama_packages"]}
+key = Path(".cache/wheelhouse") / f"x86_64-cpu-cp{sys.version_info.major}{sys.version_info.minor}"
+key.mkdir(parents=True, exist_ok=True)
+found = {norm(w.name.split("-")[0]): w for w in Path(sys.argv[1]).glob("*.whl")}
+missing = wanted - found.keys()
+if missing:
+    sys.exit(f"the staged wheels lack {sorted(missing)}")
+for name in sorted(wanted):
+    shutil.copy2(found[name], key / found[name].name)
+print(f"{key}: {len(wanted)} wheels")
+PY
+
 step "provision (--tags base,llama) with no extra variables"
 logged provision.log ansible-playbook -i "$INV" playbooks/provision.yml --tags base,llama
 

@@ -1,4 +1,5 @@
-"""`python -m runner.node run --config FILE` and `python -m runner.node record-exit --config FILE`."""
+"""`python -m runner.node run --config FILE`, `python -m runner.node record-exit --config FILE` and
+`python -m runner.node bench --model FILE ...` (runner/node/bench.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,49 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="the instance config JSON")
     rec = sub.add_parser("record-exit", help="record how the last run ended (systemd ExecStopPost)")
     rec.add_argument("--config", required=True, type=Path, help="the instance config JSON")
+    bench = sub.add_parser("bench", help="measure one model on this node; prints one JSON object")
+    bench.add_argument("--model", required=True, type=Path, help="the GGUF file")
+    bench.add_argument("--prompt-tokens", type=_positive, default=64, help="prompt length in tokens")
+    bench.add_argument("--gen-tokens", type=_positive, default=32, help="tokens generated per repetition")
+    bench.add_argument("--reps", type=_positive, default=3, help="measured repetitions")
+    bench.add_argument("--warmup", type=int, default=1, help="repetitions run first and not counted")
+    bench.add_argument("--threads", type=int, default=0, help="n_threads (0: llama.cpp's choice)")
+    bench.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1: all)")
+    bench.add_argument(
+        "--install-record",
+        type=Path,
+        default=Path("/opt/edgejar/wheelhouse/installed.txt"),
+        help="roles/edgejar_llama's install record (the wheel key)",
+    )
     return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return value
+
+
+def bench(args: argparse.Namespace) -> int:
+    import json
+
+    from runner.node import bench as bench_mod
+
+    method = bench_mod.Method(
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        reps=args.reps,
+        warmup=max(args.warmup, 0),
+        n_threads=max(args.threads, 0),
+        n_gpu_layers=args.n_gpu_layers,
+    )
+    try:
+        result = bench_mod.run(args.model, method, args.install_record)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
 
 
 def _logging() -> None:
@@ -116,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _logging()
     try:
+        if args.command == "bench":
+            return bench(args)
         return run(args.config) if args.command == "run" else record_exit(args.config)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,21 +31,21 @@ blockquote { margin: .3em 0 .3em 1em; padding-left: .6em; border-left: 3px solid
 """
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _table(header: list[str], rows: list[list[object]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def html_table(header: list[str], rows: list[list[object]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
     for k, row in enumerate(rows):
         cls = f' class="{classes[k]}"' if classes and classes[k] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption class='note'>{_e(caption)}</figcaption></figure>"
+def html_figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption class='note'>{esc(caption)}</figcaption></figure>"
 
 
 def _when(t: float | None, t0: float) -> str:
@@ -60,7 +60,7 @@ def timeline_section(conn: sqlite3.Connection, ids: list[str], t0: float) -> str
     if not lives:
         return parts[0] + "<p>No instance started.</p>"
     parts.append(
-        _figure(
+        html_figure(
             plots.timeline(ids, lives, cyc, inter, t0),
             "Each life a bar (one colour per life number), cycles as ticks, deaths as red crosses "
             "with their cause, interventions as orange triangles.",
@@ -82,7 +82,7 @@ def timeline_section(conn: sqlite3.Connection, ids: list[str], t0: float) -> str
     ]
     parts.append("<h3>Lives and deaths</h3>")
     parts.append(
-        _table(
+        html_table(
             [
                 "instance",
                 "life",
@@ -101,12 +101,12 @@ def timeline_section(conn: sqlite3.Connection, ids: list[str], t0: float) -> str
     restarts = activity.restarts(conn)
     if any(restarts.values()):
         parts.append(
-            "<p>Restarts: " + _e(", ".join(f"{k} {v}" for k, v in sorted(restarts.items()) if v)) + "</p>"
+            "<p>Restarts: " + esc(", ".join(f"{k} {v}" for k, v in sorted(restarts.items()) if v)) + "</p>"
         )
     if inter:
         parts.append("<h3>Interventions</h3>")
         parts.append(
-            _table(
+            html_table(
                 ["instance", "life", "cycle", "type", "what", "result"],
                 [
                     [i["instance_id"], i["life"], i["cycle"], i["type"], i["description"], i["result"]]
@@ -124,7 +124,7 @@ def memory_section(conn: sqlite3.Connection, cluster: Cluster | None, t0: float)
         return parts[0] + "<p>No memory readings recorded.</p>"
     deaths = activity.deaths(conn)
     parts.append(
-        _figure(
+        html_figure(
             plots.memory(series, activity.memory_max(conn), deaths, t0),
             "Per instance: resident memory at each cycle's end (and its peak at a death) against "
             "the unit's MemoryMax (dashed).",
@@ -134,7 +134,7 @@ def memory_section(conn: sqlite3.Connection, cluster: Cluster | None, t0: float)
     if cluster:
         ram = {name: float(cn.node.ram_mib) for name, cn in cluster.by_name().items()}
     parts.append(
-        _figure(
+        html_figure(
             plots.memory(activity.node_memory(conn), ram, [], t0, ylabel="MiB", ceiling_label="RAM"),
             "Per node: the sum of this experiment's instances' resident memory against the node's "
             "RAM (dashed; from the inventory" + ("" if cluster else ", not given") + ").",
@@ -148,7 +148,7 @@ def talk_section(conn: sqlite3.Connection) -> str:
     head = "<h2 id='messages'>Who talked to whom</h2>"
     if not counts:
         return head + "<p>No messages recorded.</p>"
-    return head + _figure(
+    return head + html_figure(
         plots.matrix(names, names, counts, xlabel="to", ylabel="from"),
         f"Messages sent, per sender (row) and recipient (column); {sum(counts.values())} in all.",
     )
@@ -164,12 +164,12 @@ def mode_section(conn: sqlite3.Connection, mode: str, ids: list[str]) -> str:
         fallback = {p: sum(s != "model" for _, s in d.moves[p].values()) for p in d.players}
         return (
             head
-            + _figure(
+            + html_figure(
                 plots.dilemma(d),
                 "Cumulative payoffs; each round's moves (hatched: the "
                 "seeded fallback, the model's text named no clear move).",
             )
-            + _table(
+            + html_table(
                 ["player", "rounds", "payoff", "fallback moves"],
                 [[p, len(d.moves[p]), total[p], fallback[p]] for p in d.players],
             )
@@ -193,12 +193,12 @@ def mode_section(conn: sqlite3.Connection, mode: str, ids: list[str]) -> str:
         ]
         return (
             head
-            + _figure(
+            + html_figure(
                 plots.claims(who, cl, told),
                 "Each cycle's claim: filled, the model's own "
                 "words; hollow, the text said neither and the assigned identity was recorded.",
             )
-            + _table(["instance", "cycle", "claim", "from", "words"], rows)
+            + html_table(["instance", "cycle", "claim", "from", "words"], rows)
         )
     if mode == "hive_cluster":
         rounds = modes.consensus(conn)
@@ -213,12 +213,12 @@ def mode_section(conn: sqlite3.Connection, mode: str, ids: list[str]) -> str:
         ]
         return (
             head
-            + _figure(
+            + html_figure(
                 plots.consensus(rounds, members),
                 f"{len(rounds)} consensus round(s): who stated the consensus in which cycle.",
             )
             + "<h3>The last rounds</h3>"
-            + _table(["cycle", "member", "statement"], rows)
+            + html_table(["cycle", "member", "statement"], rows)
         )
     if mode == "panopticon":
         obs = modes.observations(conn)
@@ -231,12 +231,12 @@ def mode_section(conn: sqlite3.Connection, mode: str, ids: list[str]) -> str:
         ]
         return (
             head
-            + _figure(
+            + html_figure(
                 plots.observations(obs),
                 f"{len(obs)} observation(s): the observer's cycle against the subject's cycle it saw.",
             )
             + "<h3>The latest</h3>"
-            + _table(["observer", "cycle", "subject", "subject's cycle", "observation"], rows)
+            + html_table(["observer", "cycle", "subject", "subject's cycle", "observation"], rows)
         )
     return ""
 
@@ -247,9 +247,9 @@ def said_section(conn: sqlite3.Connection) -> str:
     if not said:
         return parts[0] + "<p>No generated text recorded.</p>"
     for iid, items in said.items():
-        parts.append(f"<h3>{_e(iid)}</h3>")
+        parts.append(f"<h3>{esc(iid)}</h3>")
         parts += [
-            f"<p class='note'>life {s.life}, cycle {s.cycle}</p><blockquote>{_e(s.text)}</blockquote>"
+            f"<p class='note'>life {s.life}, cycle {s.cycle}</p><blockquote>{esc(s.text)}</blockquote>"
             for s in items
         ]
     return "".join(parts)
@@ -258,7 +258,7 @@ def said_section(conn: sqlite3.Connection) -> str:
 def provenance_section(p: provenance.Provenance, db: Path) -> str:
     parts = ["<h2 id='provenance'>Provenance</h2>"]
     parts.append(
-        _table(
+        html_table(
             ["", ""],
             [
                 ["experiment", p.experiment],
@@ -275,7 +275,7 @@ def provenance_section(p: provenance.Provenance, db: Path) -> str:
     )
     parts.append("<h3>Placement</h3>")
     parts.append(
-        _table(
+        html_table(
             ["instance", "node", "address", "model", "model path", "memory MiB", "GPU", "GPU MiB"],
             [
                 [
@@ -294,14 +294,14 @@ def provenance_section(p: provenance.Provenance, db: Path) -> str:
     )
     parts.append("<h3>Models</h3>")
     parts.append(
-        _table(
+        html_table(
             ["model", "file", "sha256", "from"],
             [[m["name"], m["file"], m["sha256"], m["sha256_from"]] for m in p.models],
         )
     )
     parts.append("<h3>Nodes</h3>")
     parts.append(
-        _table(
+        html_table(
             ["node", "kind", "RAM MiB", "CPU cores", "GPU"],
             [
                 [n["name"], n["kind"] or "not in the inventory given", n["ram_mib"], n["cpu_cores"], n["gpu"]]
@@ -320,7 +320,7 @@ def render(name: str, db: Path, cluster: Cluster | None = None) -> str:
         ids = sorted(str(r[0]) for r in conn.execute("SELECT DISTINCT instance_id FROM instances"))
         t0 = activity.start(conn) or 0.0
         body = [
-            f"<h1>{_e(name)} <span class='note'>({_e(prov.mode)})</span></h1>",
+            f"<h1>{esc(name)} <span class='note'>({esc(prov.mode)})</span></h1>",
             f"<p class='note'>{len(ids)} instance(s); report written "
             f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}; the run started "
             f"{datetime.fromtimestamp(t0, UTC).strftime('%Y-%m-%d %H:%M:%S UTC') if t0 else '-'}.</p>",
@@ -335,7 +335,7 @@ def render(name: str, db: Path, cluster: Cluster | None = None) -> str:
         conn.close()
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>edgejar report: {_e(name)}</title><style>{STYLE}</style></head><body>"
+        f"<title>edgejar report: {esc(name)}</title><style>{STYLE}</style></head><body>"
         + "\n".join(body)
         + "</body></html>\n"
     )

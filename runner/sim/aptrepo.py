@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import EdgejarError
-from runner.sim.rootfs import Rootfs
+from runner.sim.rootfs import Rootfs, build_lock
 from runner.sim.state import StateDir, read_json, write_json
 from runner.sim.system import is_same_process, log, run, signal_pid, start_time, wait_gone
 
@@ -215,6 +215,14 @@ def ensure_repo(cache_dir: Path, rootfs: Rootfs) -> Path:
     repo = cache_dir / f"apt-repo-{repo_hash(rootfs)}"
     if (repo / "Release").exists():
         return repo
+    # One builder at a time (the integration tier and the CI guest may both ask at once).
+    with build_lock(cache_dir, repo.name, "the local APT repository"):
+        if (repo / "Release").exists():
+            return repo
+        return _build_repo(cache_dir, rootfs, repo)
+
+
+def _build_repo(cache_dir: Path, rootfs: Rootfs, repo: Path) -> Path:
     for old in cache_dir.glob("apt-repo-*"):
         shutil.rmtree(old, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="apt-repo.", dir=cache_dir))
