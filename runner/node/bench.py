@@ -37,7 +37,7 @@ class Method:
     gen_tokens: int = 32
     reps: int = 3
     warmup: int = 1
-    n_threads: int = 0  # 0: llama.cpp's choice
+    n_threads: int = 0  # generation and prompt threads; 0: llama-cpp-python's choice
     n_gpu_layers: int = 0
 
     @property
@@ -136,8 +136,8 @@ def run(model: Path, method: Method, record: Path) -> dict[str, Any]:
             "n_gpu_layers": method.n_gpu_layers,
             "verbose": False,
         }
-        if method.n_threads:
-            kwargs["n_threads"] = method.n_threads
+        if method.n_threads:  # both phases, as llama-bench's -t (llama-cpp-python's default differs)
+            kwargs["n_threads"] = kwargs["n_threads_batch"] = method.n_threads
         return llama_cpp.Llama(**kwargs)
 
     reps = []
@@ -148,6 +148,7 @@ def run(model: Path, method: Method, record: Path) -> dict[str, Any]:
             reps.append(metrics)
         meta = {
             "threads": llm.n_threads,
+            "threads_batch": llm.n_threads_batch,
             "metadata": dict(llm.metadata),
             "n_params": llm._model.n_params(),
         }
@@ -173,6 +174,7 @@ def run(model: Path, method: Method, record: Path) -> dict[str, Any]:
             "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
             "wheel_key": provenance.wheel_key(record),
             "threads": meta["threads"],
+            "threads_batch": meta["threads_batch"],
         },
         "board": provenance.board(),
         "temperatures_before": temps_before,

@@ -193,3 +193,35 @@ def test_a_secret_file_is_written_into_its_own_directory_and_restarts_its_instan
     ) == 0o640
     assert "exp.key changed" in rec.why["a"] and "exp.key changed" not in rec.why["b"]
     assert "s3cret" not in str(rec.node.diffs)
+
+
+def test_a_deliberate_start_or_restart_resets_the_start_limit_first(tmp_path: Path) -> None:
+    """Editing an instance five times in five minutes must not leave it refused by StartLimitBurst: the
+    start limit is for crash loops, so launch resets it (systemctl reset-failed) for what it starts."""
+    fake = FakeModule(check=False)
+    params = {
+        "unit": "edgejar-instance",
+        "unit_dir": str(tmp_path / "units"),
+        "config_dir": str(tmp_path / "instances"),
+        "data_dir": str(tmp_path / "data"),
+        "user": ME,
+        "group": MY_GROUP,
+        "template": "[Unit]\n",
+        "instances": [
+            {"id": "edited", "address": "127.0.0.1", "port": 1, "config": "{}\n", "dropin": "[Service]\n"},
+        ],
+        "files": [],
+        "contents": [],
+        "prune": False,
+        "wait_timeout": 1,
+        "log_lines": 5,
+        "host": "n1",
+    }
+    (tmp_path / "units").mkdir()
+    rec = mod.Reconcile(SimpleNamespace(check_mode=False, params=params, run_command=fake.run_command))
+    rec.files()
+    assert rec.act() == {"edited": "restarted"}
+    reset = ["systemctl", "reset-failed", "--", "edgejar-instance@edited.service"]
+    restart = ["systemctl", "restart", "--", "edgejar-instance@edited.service"]
+    assert reset in fake.commands and restart in fake.commands
+    assert fake.commands.index(reset) < fake.commands.index(restart)

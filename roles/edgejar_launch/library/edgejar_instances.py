@@ -337,6 +337,11 @@ class Reconcile:
         if not node.check:
             if enable:
                 node.run(["systemctl", "enable", "--", *enable])
+            # A start that launch asks for is deliberate: it must not count against the unit's start
+            # limit (StartLimitBurst), which is there for crash loops. Without this, editing one
+            # instance a few times within StartLimitIntervalSec left it refused ("start-limit-hit").
+            if restart or start:
+                node.run(["systemctl", "reset-failed", "--", *restart, *start], check_rc=False)
             # Blocking calls: when they return the old process is gone (a Type=simple start job ends at
             # exec), so the wait cannot take the old process's port for the new one's. A unit that cannot
             # start is reported by the wait, with its log, instead of failing here.
