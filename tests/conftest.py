@@ -20,3 +20,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EDGEJAR_INVENTORY", raising=False)
     return tmp_path
+
+
+def filled(value: object) -> bool:
+    """Every value present: not None, not empty, and a dict not empty with every value filled."""
+    if isinstance(value, dict):
+        return bool(value) and all(filled(v) for v in value.values())
+    return value is not None and value != ""

@@ -28,6 +28,7 @@ from runner.commands.common import table as fmt_table
 from runner.commands.results import add_results_dir
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
+from runner.node.cli import positive_int
 from runner.requirements import is_known_model
 
 DB_NAME = "bench.sqlite3"
@@ -46,10 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_results_dir(p)
     p.add_argument("--model", action="append", default=[], metavar="M", help="catalog name or .gguf (repeat)")
     p.add_argument("--nodes", default="", metavar="A,B", help="only these nodes (default: every node)")
-    p.add_argument("--reps", type=_positive, default=3, help="measured repetitions (default 3)")
+    p.add_argument("--reps", type=positive_int, default=3, help="measured repetitions (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up repetitions, not counted (default 1)")
-    p.add_argument("--prompt-tokens", type=_positive, default=64, help="prompt length in tokens (64)")
-    p.add_argument("--gen-tokens", type=_positive, default=32, help="tokens generated (32)")
+    p.add_argument("--prompt-tokens", type=positive_int, default=64, help="prompt length in tokens (64)")
+    p.add_argument("--gen-tokens", type=positive_int, default=32, help="tokens generated (32)")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp n_threads (default: its own choice)")
     p.add_argument("--n-gpu-layers", type=int, default=None, help="GPU layers (default: all on a Jetson)")
     p.add_argument(
@@ -63,13 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the run's stored results as JSON")
     add_extra_vars(p)
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,9 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--config", required=True, type=Path, help="the instance config JSON")
     bench = sub.add_parser("bench", help="measure one model on this node; prints one JSON object")
     bench.add_argument("--model", required=True, type=Path, help="the GGUF file")
-    bench.add_argument("--prompt-tokens", type=_positive, default=64, help="prompt length in tokens")
-    bench.add_argument("--gen-tokens", type=_positive, default=32, help="tokens generated per repetition")
-    bench.add_argument("--reps", type=_positive, default=3, help="measured repetitions")
+    bench.add_argument("--prompt-tokens", type=positive_int, default=64, help="prompt length in tokens")
+    bench.add_argument("--gen-tokens", type=positive_int, default=32, help="tokens generated per repetition")
+    bench.add_argument("--reps", type=positive_int, default=3, help="measured repetitions")
     bench.add_argument("--warmup", type=int, default=1, help="repetitions run first and not counted")
     bench.add_argument("--threads", type=int, default=0, help="n_threads (0: llama.cpp's choice)")
     bench.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU (-1: all)")
@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (also used by `python -m runner bench`)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: must be at least 1")

@@ -138,3 +138,16 @@ def ansible_env() -> dict[str, str]:
         # sessions (EDGEJAR_TEST_SIM_SLOT) and a developer's cluster never read each other's facts.
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(TEST_STATE_DIR / "ansible-facts"),
     }
+
+
+def runner_cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m runner ARGS` against the session's cluster, with the tests' Ansible settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        env={**sim.env, **ansible_env()},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )

@@ -13,29 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ROOT, Sim, ansible_env, assert_provisioned
+from tests.conftest import filled
+from tests.integration.conftest import ROOT, Sim, assert_provisioned
+from tests.integration.conftest import runner_cli as cli
 
 pytestmark = pytest.mark.integration
 
 NODES = ["host", "rpi1"]
-
-
-def cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env={**sim.env, **ansible_env()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
-def filled(value: object) -> bool:
-    if isinstance(value, dict):
-        return bool(value) and all(filled(v) for v in value.values())
-    return value is not None and value != ""
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ import yaml
 
 from runner.results import merge
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim, ansible_env, assert_provisioned
+from tests.integration.conftest import ROOT, Sim, assert_provisioned
+from tests.integration.conftest import runner_cli as cli
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +30,6 @@ CONFIG_DIR = "/var/lib/edgejar/collect-test"
 CYCLES = 3
 # The experiment's peer secret (runner/node/auth.py), written by hand as launch would write it.
 SECRET = "collect-test-" + "0123456789abcdef" * 2
-
-
-def cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
-        cwd=ROOT,
-        env={**sim.env, **ansible_env()},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def placement(sim: Sim) -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runner.node.bench import METRICS
+from tests.conftest import filled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,12 +23,6 @@ def bench(model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
-
-
-def filled(value: object) -> bool:
-    if isinstance(value, dict):
-        return bool(value) and all(filled(v) for v in value.values())
-    return value is not None and value != ""
 
 
 def test_bench_measures_by_the_method_with_every_provenance_field(tiny_model: Path, tmp_path: Path) -> None:

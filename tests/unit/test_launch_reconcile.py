@@ -47,6 +47,32 @@ def node(check: bool = False, **answers: str) -> Any:
     return mod.Node(FakeModule(check, answers))
 
 
+def reconcile_params(tmp_path: Path, ids: list[str], **over: Any) -> dict[str, Any]:
+    """The module's parameters for instances `ids` (ports 1, 2, ...) under tmp_path; `over` replaces keys."""
+    (tmp_path / "units").mkdir(exist_ok=True)
+    instances = [
+        {"id": iid, "address": "127.0.0.1", "port": n, "config": "{}\n", "dropin": "[Service]\n"}
+        for n, iid in enumerate(ids, 1)
+    ]
+    return {
+        "unit": "edgejar-instance",
+        "unit_dir": str(tmp_path / "units"),
+        "config_dir": str(tmp_path / "etc" / "instances"),
+        "data_dir": str(tmp_path / "data"),
+        "user": ME,
+        "group": MY_GROUP,
+        "template": "[Unit]\n",
+        "instances": instances,
+        "files": [],
+        "contents": [],
+        "prune": False,
+        "wait_timeout": 1,
+        "log_lines": 5,
+        "host": "n1",
+        **over,
+    }
+
+
 def test_a_file_is_written_once_and_then_left_alone(tmp_path: Path) -> None:
     n, path = node(), str(tmp_path / "a.json")
     assert n.file(path, "one\n", ME, MY_GROUP, 0o640)
@@ -165,26 +191,12 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
 def test_a_secret_file_is_written_into_its_own_directory_and_restarts_its_instances(tmp_path: Path) -> None:
     fake = FakeModule(check=False)
     secrets = tmp_path / "secrets"
-    params = {
-        "unit": "edgejar-instance",
-        "unit_dir": str(tmp_path / "units"),
-        "config_dir": str(tmp_path / "etc" / "instances"),
-        "data_dir": str(tmp_path / "data"),
-        "user": ME,
-        "group": MY_GROUP,
-        "template": "[Unit]\n",
-        "instances": [
-            {"id": "a", "address": "127.0.0.1", "port": 1, "config": "{}\n", "dropin": "[Service]\n"},
-            {"id": "b", "address": "127.0.0.1", "port": 2, "config": "{}\n", "dropin": "[Service]\n"},
-        ],
-        "files": [{"path": str(secrets / "exp.key"), "group": MY_GROUP, "mode": "0640", "instances": ["a"]}],
-        "contents": ["s3cret\n"],
-        "prune": False,
-        "wait_timeout": 1,
-        "log_lines": 5,
-        "host": "n1",
-    }
-    (tmp_path / "units").mkdir()
+    params = reconcile_params(
+        tmp_path,
+        ["a", "b"],
+        files=[{"path": str(secrets / "exp.key"), "group": MY_GROUP, "mode": "0640", "instances": ["a"]}],
+        contents=["s3cret\n"],
+    )
     rec = mod.Reconcile(SimpleNamespace(check_mode=False, params=params, run_command=fake.run_command))
     rec.files()
     assert (secrets / "exp.key").read_text() == "s3cret\n"
@@ -199,25 +211,7 @@ def test_a_deliberate_start_or_restart_resets_the_start_limit_first(tmp_path: Pa
     """Editing an instance five times in five minutes must not leave it refused by StartLimitBurst: the
     start limit is for crash loops, so launch resets it (systemctl reset-failed) for what it starts."""
     fake = FakeModule(check=False)
-    params = {
-        "unit": "edgejar-instance",
-        "unit_dir": str(tmp_path / "units"),
-        "config_dir": str(tmp_path / "instances"),
-        "data_dir": str(tmp_path / "data"),
-        "user": ME,
-        "group": MY_GROUP,
-        "template": "[Unit]\n",
-        "instances": [
-            {"id": "edited", "address": "127.0.0.1", "port": 1, "config": "{}\n", "dropin": "[Service]\n"},
-        ],
-        "files": [],
-        "contents": [],
-        "prune": False,
-        "wait_timeout": 1,
-        "log_lines": 5,
-        "host": "n1",
-    }
-    (tmp_path / "units").mkdir()
+    params = reconcile_params(tmp_path, ["edited"])
     rec = mod.Reconcile(SimpleNamespace(check_mode=False, params=params, run_command=fake.run_command))
     rec.files()
     assert rec.act() == {"edited": "restarted"}
