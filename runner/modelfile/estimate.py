@@ -32,7 +32,8 @@ to the device; the output head too when n_gpu_layers > n_layer (or -1). Token em
 The header is read by a small streaming reader (`read_gguf_header`) that counts the tokenizer's
 string arrays instead of materialising them: `gguf.GGUFReader` builds numpy views for every string
 and took 9 s on a 151,936-token vocabulary here; the streaming reader walks the string lengths in
-1 MiB blocks (0.1 s for Gemma 3's 262,144 tokens). Tests check that both readers agree. Parsed metadata is also cached per (path, mtime, size).
+1 MiB blocks (0.1 s for Gemma 3's 262,144 tokens). Tests check that both readers agree. Parsed
+metadata is also cached per (path, mtime, size).
 """
 
 from __future__ import annotations
