@@ -31,8 +31,9 @@ With n_gpu_layers (llama.cpp semantics) the last n_gpu_layers blocks, their KV c
 to the device; the output head too when n_gpu_layers > n_layer (or -1). Token embeddings stay in host RAM.
 The header is read by a small streaming reader (`read_gguf_header`) that counts the tokenizer's
 string arrays instead of materialising them: `gguf.GGUFReader` builds numpy views for every string
-and took 9 s on a 151,936-token vocabulary here, the streaming reader well under a second. Tests check
-that both readers agree. Parsed metadata is also cached per (path, mtime, size).
+and took 9 s on a 151,936-token vocabulary here; the streaming reader walks the string lengths in
+1 MiB blocks (0.1 s for Gemma 3's 262,144 tokens). Tests check that both readers agree. Parsed
+metadata is also cached per (path, mtime, size).
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ class GGUFHeader:
     file_size: int
 
 
+_BLOCK = 1 << 20
+
+
 class _Stream:
     def __init__(self, f: IO[bytes], size: int) -> None:
         self.f, self.size, self.order = f, size, "<"
@@ -244,6 +248,27 @@ class _Stream:
             raise GGUFFormatError("truncated: value runs past the end of the file")
         self.f.seek(n, os.SEEK_CUR)
 
+    def skip_strings(self, n: int) -> None:
+        """Skip n length-prefixed strings. Each length must be read to find the next one; they are read
+        from 1 MiB blocks (not one read and one seek per string: a 262,144-token vocabulary took 0.8 s)."""
+        length_of = struct.Struct(self.order + "Q").unpack_from
+        pos = self.f.tell()
+        block, start = b"", pos  # block holds the file's bytes from `start` on
+        end = 0  # where the current block's last whole length field ends, relative to the file
+        for _ in range(n):
+            if pos + 8 > end:
+                if pos > self.size:
+                    break
+                self.f.seek(pos)
+                block, start = self.f.read(_BLOCK), pos
+                if len(block) < 8:
+                    raise GGUFFormatError(f"truncated: wanted 8 bytes at offset {pos}")
+                end = start + len(block)
+            pos += 8 + length_of(block, pos - start)[0]
+        if pos > self.size:
+            raise GGUFFormatError("truncated: value runs past the end of the file")
+        self.f.seek(pos)
+
     def value(self, vtype: int, keep_array: bool) -> Any:
         if vtype in _SCALAR_FORMATS:
             return self.unpack(_SCALAR_FORMATS[vtype])
@@ -254,8 +279,7 @@ class _Stream:
         item = int(self.unpack("I"))
         n = self.count("array")
         if item == _STRING:
-            for _ in range(n):  # lengths must be read one by one; the contents are skipped
-                self.skip(int(self.unpack("Q")))
+            self.skip_strings(n)
             return GGUFArray(item, n)
         if item in _SCALAR_FORMATS:
             if keep_array and n <= _KEEP_ARRAY_MAX:

@@ -154,9 +154,10 @@ def test_a_no_op_deploy_reads_no_model(placed: dict[str, list[str]], deployed: t
     assert set(held) == set(placed), held
     for host, res in held.items():
         assert [f["source"] for f in res["files"].values()] == ["sidecar"], (host, res["files"])
-    local = second.results("Read the checksums of the controller's model files")
-    (res,) = local.values()
-    assert [f["source"] for f in res["files"].values()] == ["sidecar"], res["files"]
+    local = second.results("Record where each model comes from and its checksum")
+    (res,) = local.values()  # run once, on the controller
+    sources = res["ansible_facts"]["edgejar_models_sources"]
+    assert [s["read_from"] for s in sources.values()] == ["sidecar"], sources
 
 
 def test_only_changed_files_move_and_deleted_files_go(

@@ -450,3 +450,18 @@ llama_context:  CUDA_Host compute buffer size =     5.76 MiB
         "CUDA0 compute": 300.25,
         "CUDA_Host compute": 5.76,
     }
+
+
+@pytest.mark.parametrize("block", [8, 9, 13, 64])
+def test_string_arrays_are_skipped_across_block_edges(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """The tokenizer's strings are walked in blocks; lengths that straddle a block edge change nothing."""
+    whole = est.read_gguf_header(tiny)
+    monkeypatch.setattr(est, "_BLOCK", block)
+    small = est.read_gguf_header(tiny)
+    assert (small.fields, small.tensors, small.data_offset) == (
+        whole.fields,
+        whole.tensors,
+        whole.data_offset,
+    )

@@ -64,8 +64,9 @@ def test_a_name_is_a_unit_suffix_and_one_safe_path_component(value):
 
 def test_the_launch_role_checks_the_same_rule():
     text = (ROOT / "roles/edgejar_launch/tasks/main.yml").read_text()
-    patterns = set(re.findall(r"regex\('([^']+)', match_type='fullmatch'\)", text))
+    patterns = set(re.findall(r"^\s*_name: '([^']+)'$", text, re.MULTILINE))
     assert patterns == {names.NAME_PATTERN}
+    assert text.count("is regex(_name, match_type='fullmatch')") == 2  # the id and the experiment
 
 
 def test_no_free_text_reaches_the_root_owned_drop_in():

@@ -54,6 +54,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -115,6 +116,41 @@ def listed(directory: str, pattern: str) -> list[str]:
     return sorted(p for p in paths if os.path.isfile(p) and not os.path.islink(p))
 
 
+class SumError(Exception):
+    """A file that cannot be read (its message names it)."""
+
+
+def sums(
+    paths: list[str], use_sidecars: bool, write: bool, warn: Callable[[str], None]
+) -> dict[str, dict[str, object]]:
+    """path -> {exists, sha256, source}: from the sidecar while it describes the file, else read (and
+    remembered when `write`). The lookup of the same name calls this on the controller."""
+    files: dict[str, dict[str, object]] = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            files[path] = {"exists": False}
+            continue
+        except OSError as exc:
+            raise SumError(f"{path}: {exc.strerror}") from exc
+        sha = remembered(path, st) if use_sidecars else None
+        if sha is not None:
+            files[path] = {"exists": True, "sha256": sha, "source": "sidecar"}
+            continue
+        try:
+            sha = read_sha256(path)
+        except OSError as exc:
+            raise SumError(f"{path}: {exc.strerror}") from exc
+        files[path] = {"exists": True, "sha256": sha, "source": "read"}
+        if use_sidecars and write:
+            try:
+                remember(path, st, sha)
+            except OSError as exc:
+                warn(f"{path}: sha256 not remembered ({exc.strerror}); it is read again next run")
+    return files
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -125,30 +161,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    use_sidecars = module.params["remember"]
-    files: dict[str, dict[str, object]] = {}
-    for path in module.params["paths"]:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            files[path] = {"exists": False}
-            continue
-        except OSError as exc:
-            module.fail_json(msg=f"{path}: {exc.strerror}", files=files)
-        sha = remembered(path, st) if use_sidecars else None
-        if sha is not None:
-            files[path] = {"exists": True, "sha256": sha, "source": "sidecar"}
-            continue
-        try:
-            sha = read_sha256(path)
-        except OSError as exc:
-            module.fail_json(msg=f"{path}: {exc.strerror}", files=files)
-        files[path] = {"exists": True, "sha256": sha, "source": "read"}
-        if use_sidecars and not module.check_mode:
-            try:
-                remember(path, st, sha)
-            except OSError as exc:
-                module.warn(f"{path}: sha256 not remembered ({exc.strerror}); it is read again next run")
+    try:
+        files = sums(module.params["paths"], module.params["remember"], not module.check_mode, module.warn)
+    except SumError as exc:
+        module.fail_json(msg=str(exc))
     result: dict[str, object] = {"changed": False, "files": files}
     if module.params["list_dir"]:
         result["present"] = listed(module.params["list_dir"], module.params["pattern"])

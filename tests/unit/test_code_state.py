@@ -1,0 +1,147 @@
+"""roles/edgejar_code: the no-op check (lookup edgejar_tree on the controller, module edgejar_code_state on
+the node) says "nothing differs" exactly when rsync, run with the role's flags, would send nothing.
+
+Run by Ansible itself on this machine (a local connection) and against real rsync between two local
+directories (the transfer's flags, without SSH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles" / "edgejar_code"
+EXCLUDES = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["edgejar_code_excludes"]
+PATHS = ["runner", "experiments"]
+
+
+def ansible(module: str, args: dict[str, object], role_dir: Path = ROLE) -> dict[str, object]:
+    """One ad-hoc call on localhost with the role's library and lookups; the module's result."""
+    with tempfile.TemporaryDirectory(prefix="edgejar-code-state-") as cfg_dir:
+        config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
+        config.write_text(f"[defaults]\nlookup_plugins = {role_dir / 'lookup_plugins'}\n")
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
+             "-M", str(role_dir / "library"), "-m", module, "-a", json.dumps(args),
+             "-e", f"ansible_python_interpreter={sys.executable}"],
+            capture_output=True, text=True, check=False,
+            env={**os.environ, "ANSIBLE_CONFIG": str(config), "ANSIBLE_LOCALHOST_WARNING": "false",
+                 "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "minimal"},
+        )  # fmt: skip
+    result = json.loads(out.stdout.split("=>", 1)[1]) if "=>" in out.stdout else {"msg": out.stderr}
+    result["rc"] = out.returncode
+    return result
+
+
+def controller_tree(src: Path) -> dict[str, str]:
+    """The lookup's answer, through a real lookup call."""
+    out = ansible(
+        "ansible.builtin.set_fact",
+        {"tree": f"{{{{ query('edgejar_tree', *{PATHS!r}, root='{src}', excludes={EXCLUDES!r}) | first }}}}"},
+    )
+    assert out["rc"] == 0, out
+    return out["ansible_facts"]["tree"]  # type: ignore[index, return-value]
+
+
+def node_check(src: Path, dest: Path, venv: Path) -> dict[str, object]:
+    return ansible(
+        "edgejar_code_state",
+        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": PATHS,
+         "excludes": EXCLUDES, "want": controller_tree(src)},
+    )  # fmt: skip
+
+
+def rsync(src: Path, dest: Path) -> list[str]:
+    """The transfer role's rsync (local; no SSH), returning what it sent or deleted."""
+    out = subprocess.run(
+        ["rsync", "--recursive", "--links", "--times", "--relative", "--omit-dir-times", "--no-owner",
+         "--no-group", "--chmod=D0755,F0644", "--itemize-changes", "--out-format=%i %n%L", "--delete",
+         *[f"--exclude={e}" for e in EXCLUDES], "--", *PATHS, f"{dest}/"],
+        cwd=src, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.splitlines()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    src, dest, venv = tmp_path / "src", tmp_path / "dest", tmp_path / "venv"
+    for rel, text in {
+        "runner/__init__.py": "",
+        "runner/node/cli.py": "print('node')\n",
+        "runner/__pycache__/x.cpython-311.pyc": "cache",
+        "runner/notes.log": "log",
+        "experiments/a.yml": "name: a\n",
+        "experiments/sub/b.yml": "name: b\n",
+    }.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    (src / "experiments/link.yml").symlink_to("a.yml")
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").symlink_to(sys.executable)
+    dest.mkdir()
+    return src, dest, venv
+
+
+def test_nothing_differs_exactly_when_rsync_sends_nothing(setup: tuple[Path, Path, Path]) -> None:
+    src, dest, venv = setup
+    first = node_check(src, dest, venv)
+    assert first["rc"] == 0 and first["changed"] is False, first
+    assert first["n_differs"] == 9  # two tops, four files, a symlink, two directories below them
+    assert "runner/node/cli.py (missing)" in first["differs"]  # type: ignore[operator]
+    assert not any("__pycache__" in d or ".log" in d for d in first["differs"])  # type: ignore[union-attr]
+    assert rsync(src, dest)
+    assert node_check(src, dest, venv)["n_differs"] == 0
+    assert rsync(src, dest) == []
+
+    # A node's own caches and logs are not a difference (rsync leaves them too).
+    (dest / "runner/__pycache__").mkdir()
+    (dest / "runner/__pycache__/cli.cpython-311.pyc").write_text("node cache")
+    (dest / "runner/node/run.log").write_text("node log")
+    assert node_check(src, dest, venv)["n_differs"] == 0
+
+    # An edit (same size, later time), a new file, a deleted file, a retargeted link: each one is seen,
+    # and after rsync nothing is.
+    edited = src / "runner/node/cli.py"
+    edited.write_text("print('NODE')\n")
+    os.utime(edited, (edited.stat().st_atime, edited.stat().st_mtime + 5))
+    (src / "runner/new.py").write_text("x = 1\n")
+    (src / "experiments/sub/b.yml").unlink()
+    (src / "experiments/link.yml").unlink()
+    (src / "experiments/link.yml").symlink_to("sub")
+    check = node_check(src, dest, venv)
+    differs = "\n".join(check["differs"])  # type: ignore[arg-type]
+    assert check["n_differs"] == 4, differs
+    for what in ("runner/node/cli.py (node: f 14", "runner/new.py (missing)",
+                 "experiments/sub/b.yml (not on the controller)", "experiments/link.yml (node: l a.yml"):  # fmt: skip
+        assert what in differs
+    assert len(rsync(src, dest)) >= 4
+    assert node_check(src, dest, venv)["n_differs"] == 0
+
+
+def test_the_probe_reports_the_venv_and_a_missing_venv_names_provision(
+    setup: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    src, dest, venv = setup
+    check = node_check(src, dest, venv)
+    assert check["pth"] is None and str(check["site"]).startswith("/")
+    missing = node_check(src, dest, tmp_path / "no-venv")
+    assert missing["rc"] != 0
+    assert "no-venv/bin/python does not exist; run playbooks/provision.yml" in str(missing["msg"])
+
+
+def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path]) -> None:
+    src, _, _ = setup
+    out = ansible(
+        "ansible.builtin.set_fact",
+        {
+            "tree": f"{{{{ query('edgejar_tree', 'runner', root='{src}', excludes=['runner/*.py']) | first }}}}"
+        },
+    )
+    assert out["rc"] != 0 and "exclude pattern 'runner/*.py'" in json.dumps(out)
