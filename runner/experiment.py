@@ -18,6 +18,7 @@ from runner import names, yamlio
 from runner.errors import InputError
 from runner.node import config as node_config
 from runner.node.config import MODES, RUNTIME_DEFAULTS
+from runner.training import spec as training_spec
 
 # The modes and runtime settings are the node runtime's own (runner/node/config.py): one definition.
 # memory_gb and gpu_memory_gb: a llama.cpp process does not start below about 64 MiB (the runtime alone
@@ -27,7 +28,9 @@ MAX_GB = 1024.0
 _RUNTIME_TYPES: dict[str, type | tuple[type, ...]] = {
     k: (int, float) if isinstance(v, float) else int for k, v in RUNTIME_DEFAULTS.items()
 }
+KINDS = ("llm", training_spec.KIND)  # llm: the default; see runner/training for the other
 EXPERIMENT_KEYS = {
+    "kind",
     "name",
     "mode",
     "model",
@@ -73,6 +76,8 @@ class Experiment:
     instances: tuple[InstanceSpec, ...] = ()
     interventions: tuple[Mapping[str, Any], ...] = ()
     disabled: tuple[str, ...] = ()  # ids of instances switched off with `enabled: false`
+    kind: str = "llm"
+    training: training_spec.TrainingSpec | None = None  # kind torch_distributed (None when disabled)
 
 
 class _Where:
@@ -241,11 +246,17 @@ def load_file(path: Path) -> Experiment:
     where = _Where(path)
     if not isinstance(data, Mapping):
         raise InputError(f"{path}: must be a mapping with name, mode, model and instances")
-    where.unknown(set(data) - set(RUNTIME_DEFAULTS), EXPERIMENT_KEYS)
+    kind = data.get("kind", "llm")
+    if kind not in KINDS:
+        raise where.error("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "llm":
+        where.unknown(set(data) - set(RUNTIME_DEFAULTS), EXPERIMENT_KEYS)
     name = _str(where, "name", data.get("name"))
     bad_name = names.problem(name)
     if bad_name:  # the name reaches unit files, paths (results/<name>/) and commands
         raise where.error("name", bad_name)
+    if kind != "llm":
+        return _training(path, data, name or "")
     mode = data.get("mode")
     if mode not in MODES:
         raise where.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
@@ -279,6 +290,35 @@ def load_file(path: Path) -> Experiment:
     )
     node_check(experiment)
     return experiment
+
+
+def _gb_field(path: Path, field_name: str, value: Any) -> float | None:
+    return _gb(_Where(path), field_name, value)
+
+
+def project_root_of(path: Path) -> Path:
+    """The repository an experiment file belongs to: the nearest directory upwards holding ansible.cfg,
+    else the working directory (where `runner` runs)."""
+    for d in path.resolve().parents:
+        if (d / "ansible.cfg").is_file():
+            return d
+    return Path.cwd().resolve()
+
+
+def _training(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _Where(path).error("enabled", f"must be true or false, got {enabled!r}")
+    spec = training_spec.parse(path, data, project_root_of(path), _gb_field)
+    return Experiment(
+        name=name,
+        mode="",
+        model="",
+        source=path,
+        description=spec.description,
+        kind=training_spec.KIND,
+        training=spec if enabled else None,
+    )
 
 
 def load_files(paths: Sequence[Path]) -> list[Experiment]:

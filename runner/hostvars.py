@@ -16,6 +16,8 @@ from runner.experiment import Experiment, InstanceSpec
 from runner.inventory import PLACEMENT_VAR, Cluster
 from runner.placement.model import Instance
 
+TRAINING_VAR = "edgejar_training"  # a node's training units (runner/training/plan.py)
+
 HEADER = (
     "---\n"
     "# Written by `python -m runner place`; re-run it instead of editing this file.\n"
@@ -102,10 +104,22 @@ def entries(
     return per_node
 
 
-def render(items: list[dict[str, Any]]) -> str:
-    body = yaml.safe_dump({PLACEMENT_VAR: items}, sort_keys=False, default_flow_style=False, width=100)
+def render(items: list[dict[str, Any]], training: list[dict[str, Any]] | None = None) -> str:
+    doc: dict[str, Any] = {PLACEMENT_VAR: items}
+    if training:  # a node with no training unit gets no such key: its file stays as it was
+        doc[TRAINING_VAR] = training
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
     return HEADER + body
 
 
-def files(cluster: Cluster, per_node: Mapping[str, list[dict[str, Any]]]) -> dict[Path, str]:
-    return {cluster.host_vars_dir / node / "placement.yml": render(items) for node, items in per_node.items()}
+def files(
+    cluster: Cluster,
+    per_node: Mapping[str, list[dict[str, Any]]],
+    training: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> dict[Path, str]:
+    """host_vars/<node>/placement.yml for every node: its instances, and its training units if any."""
+    training = training or {}
+    return {
+        cluster.host_vars_dir / node / "placement.yml": render(items, training.get(node))
+        for node, items in per_node.items()
+    }

@@ -17,6 +17,7 @@ from runner.placement.model import Node, gb_to_mib
 NODES_GROUP = "edgejar_nodes"  # when present, only its hosts are nodes; otherwise every host is
 PLACEMENT_VAR = "edgejar_instances"  # what `runner place` writes into host_vars/<node>/placement.yml
 DEFAULT_PORTS = (9000, 9100)
+DEFAULT_TRAINING_PORT = 29500  # torchrun's own default rendezvous port
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ClusterNode:
     address: str
     kind: str
     placed: tuple[Mapping[str, Any], ...] = ()  # the node's current edgejar_instances
+    torch_nccl: bool = False  # node_torch_nccl: its torch has NCCL (a training job may use it)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Cluster:
     nodes: tuple[ClusterNode, ...]
     peer_ports: range
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    training_port: int = DEFAULT_TRAINING_PORT  # edgejar_training_port: a training job's rendezvous
 
     @property
     def host_vars_dir(self) -> Path:
@@ -199,6 +202,7 @@ def load(path: Path) -> Cluster:
         raise InputError(f"inventory {path}: no hosts (group {pattern!r} is empty)")
     nodes = []
     ports: range | None = None
+    training_port = DEFAULT_TRAINING_PORT
     models: dict[str, Any] = {}
     for host in hosts:
         try:
@@ -223,11 +227,24 @@ def load(path: Path) -> Cluster:
                 address=str(hv.get("node_address") or hv.get("ansible_host") or str(host.name)),
                 kind=str(hv.get("node_kind", "generic")),
                 placed=tuple(e for e in placed if isinstance(e, Mapping)),
+                torch_nccl=_bool(str(host.name), "node_torch_nccl", hv.get("node_torch_nccl", False)),
             )
         )
         if ports is None:
             ports = _port_range(hv)
             models = hv.get("edgejar_models") or {}
+            training_port = int(
+                _number(str(host.name), "edgejar_training_port",
+                        hv.get("edgejar_training_port", DEFAULT_TRAINING_PORT), integer=True)
+            )  # fmt: skip
+            if not 1 <= training_port <= 65535:
+                raise InputError(
+                    f"inventory {path}: edgejar_training_port must be 1-65535, got {training_port}"
+                )
     return Cluster(
-        inventory=path, nodes=tuple(nodes), peer_ports=ports or range(*DEFAULT_PORTS), models=models
+        inventory=path,
+        nodes=tuple(nodes),
+        peer_ports=ports or range(*DEFAULT_PORTS),
+        models=models,
+        training_port=training_port,
     )

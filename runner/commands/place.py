@@ -15,8 +15,9 @@ from runner.commands.common import add_inventory, inventory_path, table
 from runner.errors import EdgejarError, InputError
 from runner.experiment import load_files
 from runner.placement import Placement, Problem, Verdict, place
-from runner.placement.model import fmt_gb
+from runner.placement.model import fmt_gb, gb_to_mib
 from runner.placement.policies import POLICIES
+from runner.training import plan as training_plan
 
 MIN_TIMEOUT_S = 0.1
 MAX_TIMEOUT_S = 86_400.0
@@ -88,6 +89,28 @@ def _explain_text(result: Placement) -> str:
     return "\n".join(out)
 
 
+def _units(job: str, per_node: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(node, e) for node, items in per_node.items() for e in items if e["experiment"] == job]
+
+
+def _jobs_json(
+    jobs: list[Any], counts: dict[str, int], per_node: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    out = {}
+    for job in jobs:
+        units = sorted(_units(job.name, per_node), key=lambda ne: ne[1]["unit_index"])
+        first = units[0][1]
+        out[job.name] = {
+            "nodes": [node for node, _ in units],
+            "nnodes": counts[job.name],
+            "world_size": first["world_size"],
+            "backend": first["backend"],
+            "backend_reason": first["backend_reason"],
+            "rdzv_endpoint": first["rdzv_endpoint"],
+        }
+    return out
+
+
 def check_timeout(value: float) -> float:
     """--timeout bounds the exact search: a finite number of seconds from 0.1 to a day."""
     if not (math.isfinite(value) and MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S):
@@ -109,8 +132,9 @@ def _run(args: argparse.Namespace, path: Path) -> int:
     cluster = inventory.load(path)
     experiments = load_files(args.experiments)
     specs = [s for e in experiments for s in e.instances]
-    if not specs:
-        raise InputError("no enabled instances in the given experiment files")
+    jobs = [e.training for e in experiments if e.training is not None]
+    if not specs and not jobs:
+        raise InputError("no enabled instances or training jobs in the given experiment files")
     node_names = {cn.node.name for cn in cluster.nodes}
     pins = _pins(args.pin, {s.id for s in specs}, node_names)
     specs = [dataclasses.replace(s, node=pins.get(s.id, s.node)) for s in specs]
@@ -138,14 +162,26 @@ def _run(args: argparse.Namespace, path: Path) -> int:
         explain=args.explain,
         exact_timeout_s=args.timeout,
     )
-    result = place(problem)
-    ports = hostvars.assign_ports(result.assignment, cluster.peer_ports, cluster.current_ports(), current)
-    per_node = hostvars.entries(cluster, experiments, instances, result.assignment, ports, root)
+    result, unit_counts = training_plan.place_all(
+        jobs,
+        problem.instances,
+        sorted(node_names),
+        lambda chosen: place(dataclasses.replace(problem, instances=tuple(chosen))),
+    )
+    llm_assignment = {s.id: result.assignment[s.id] for s in specs}
+    ports = hostvars.assign_ports(llm_assignment, cluster.peer_ports, cluster.current_ports(), current)
+    per_node = hostvars.entries(cluster, experiments, instances, llm_assignment, ports, root)
+    per_node_training: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        for node, entry in training_plan.entries(
+            job, unit_counts[job.name], result.assignment, cluster
+        ).items():
+            per_node_training.setdefault(node, []).append(entry)
     removed = sorted(set(current) - set(result.assignment))
     written: list[Path] = []
     if not args.dry_run:
         try:
-            written = atomic.write_all(hostvars.files(cluster, per_node))
+            written = atomic.write_all(hostvars.files(cluster, per_node, per_node_training))
         except OSError as exc:  # nothing was replaced: write_all puts back what it had renamed
             where = exc.filename or cluster.host_vars_dir
             raise EdgejarError(f"cannot write {where}: {exc.strerror}; nothing was changed") from None
@@ -161,6 +197,8 @@ def _run(args: argparse.Namespace, path: Path) -> int:
             "written": [str(p) for p in written],
             "dry_run": args.dry_run,
         }
+        if jobs:
+            doc["training"] = _jobs_json(jobs, unit_counts, per_node_training)
         if args.explain:
             doc["explain"] = {iid: _verdicts_json(v) for iid, v in result.explanations.items()}
         json.dump(doc, sys.stdout, indent=2)
@@ -173,8 +211,21 @@ def _run(args: argparse.Namespace, path: Path) -> int:
         rows.append(
             [s.id, s.experiment, result.assignment[s.id], str(ports[s.id]), fmt_gb(inst.ram_mib), gpu]
         )
+    for job in jobs:
+        for node, entry in sorted(_units(job.name, per_node_training), key=lambda ne: ne[1]["unit_index"]):
+            gpu = fmt_gb(gb_to_mib(job.gpu_memory_gb or 0) * job.ranks_per_node) if job.gpu else "-"
+            rows.append([entry["id"], job.name, node, "-", fmt_gb(entry["memory_mib"]), gpu])
     print(table(rows, ["instance", "experiment", "node", "port", "memory", "gpu"]))
-    print(f"\nplaced {len(specs)} instances with policy {args.policy} ({result.method} pass)")
+    what = f"{len(specs)} instances" + (f" and {len(jobs)} training job(s)" if jobs else "")
+    print(f"\nplaced {what} with policy {args.policy} ({result.method} pass)")
+    for job in jobs:
+        units = sorted(_units(job.name, per_node_training), key=lambda ne: ne[1]["unit_index"])
+        first = units[0][1]
+        print(
+            f"training {job.name}: {first['nnodes']} node(s) x {job.ranks_per_node} rank(s) "
+            f"= world size {first['world_size']} (ranks {job.min_ranks}:{job.max_ranks}); backend "
+            f"{first['backend']} ({first['backend_reason']}); rendezvous {first['rdzv_endpoint']}"
+        )
     for m in result.moves:
         print(f"moves: {m.instance}: {m.source} -> {m.target}")
     for iid in removed:

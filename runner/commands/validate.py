@@ -9,6 +9,7 @@ from runner import inventory, requirements
 from runner.commands.common import add_inventory, inventory_path, table
 from runner.experiment import load_files
 from runner.placement.model import fmt_gb
+from runner.training import plan as training_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
     experiments = load_files(args.experiments)
     root = requirements.project_root()
     for exp in experiments:
+        job = exp.training
+        if exp.kind != "llm":
+            if job is not None:
+                training_plan.units(job, 1, [cn.node.name for cn in cluster.nodes])  # node names known
+            ranks = f"ranks {job.min_ranks}:{job.max_ranks}" if job else "disabled"
+            print(f"{exp.source}: ok ({exp.name}, kind {exp.kind}, {ranks})")
+            continue
         for spec in exp.instances:
             requirements.check_references(spec, cluster)
             requirements.instance(spec, cluster.models, root)

@@ -24,6 +24,10 @@ def static_mask(state: ClusterState, inst: Instance) -> np.ndarray:
         mask &= state.has_gpu & (inst.gpu_claim() <= state.gpu_cap)
     if inst.tags:
         mask &= state.tag_mask(inst.tags)
+    for name in inst.avoid:
+        k = state.index.get(name)
+        if k is not None:
+            mask[k] = False
     mask &= state.ram_claims(inst) <= state.ram_cap
     return mask
 
@@ -52,6 +56,8 @@ def _static_reason(state: ClusterState, inst: Instance, node: Node) -> str | Non
         return f"{name} takes no instances (node_max_instances: {node.max_instances})"
     if inst.pin is not None and inst.pin != name:
         return f"{inst.id} is pinned to {inst.pin}"
+    if name in inst.avoid:
+        return f"{inst.experiment} leaves {name} out (nodes/exclude in its experiment file)"
     if inst.gpu and not node.gpu:
         return f"needs a GPU; {name} has none"
     if inst.gpu and inst.gpu_claim() > node.gpu_capacity:

@@ -64,6 +64,7 @@ class Instance:
     affinity: tuple[str, ...] = ()
     anti_affinity: tuple[str, ...] = ()
     tags: frozenset[str] = frozenset()
+    avoid: frozenset[str] = frozenset()  # nodes it may not use (a training job's nodes/exclude)
 
     def gpu_claim(self) -> int:
         return self.gpu_mib if self.gpu else 0

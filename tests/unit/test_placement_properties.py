@@ -63,6 +63,7 @@ def problems(draw, max_instances=6, max_nodes=4):
                 if others
                 else (),
                 tags=frozenset(draw(st.sets(st.sampled_from(["a", "b"]), max_size=1))),
+                avoid=frozenset(draw(st.sets(st.sampled_from([n.name for n in ns]), max_size=1))),
             )
         )
     policy = draw(st.sampled_from(sorted(POLICIES)))
@@ -90,6 +91,8 @@ def valid(problem: Problem, assignment: dict[str, str]) -> bool:
         if i.pin is not None and i.pin != node.name:
             return False
         if not i.tags <= node.tags:
+            return False
+        if node.name in i.avoid:
             return False
         for other in i.anti_affinity:
             if assignment[other] == node.name:
