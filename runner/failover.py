@@ -177,7 +177,8 @@ def plan(
         tuple(files),
         result,
         ports,
-        hostvars.files(cluster, per_node),
+        # Training units stay as placed (moving them is a training job's own restart, not an instance move).
+        hostvars.files(cluster, per_node, {cn.node.name: list(cn.training) for cn in cluster.nodes}),
     )
 
 

@@ -221,3 +221,20 @@ def test_dry_run_and_declining_write_nothing(
     assert main(["failover", "-i", inv, "rpi2", "--force"]) == 1
     assert "not confirmed" in capsys.readouterr().err
     assert snapshot(project) == before and runner.calls == []
+
+
+def test_training_units_stay_as_placed_through_a_failover(project: Path) -> None:
+    (project / "experiments/train.py").write_text("print('entry')\n")
+    (project / "experiments/train.yml").write_text(
+        "name: job\nkind: torch_distributed\nentry: train.py\nranks: 2\nmemory_gb: 0.25\nnodes: [jetson, host]\n"
+    )
+    place(project, "experiments/split_brain.yml", "experiments/train.yml", "--pin", "split_brain_B=rpi2")
+    before = {
+        p.parent.name: yaml.safe_load(p.read_text()).get("edgejar_training")
+        for p in project.glob("host_vars/*/placement.yml")
+    }
+    assert before["jetson"] and before["host"] and not before["rpi2"]
+    plan = failover.plan(inventory.load(project / "inventory"), ["rpi2"], project)
+    assert plan.affected == ("split_brain_B",)
+    after = {p.parent.name: yaml.safe_load(t).get("edgejar_training") for p, t in plan.files.items()}
+    assert after == before
