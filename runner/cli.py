@@ -23,8 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.results",
     "runner.commands.report",
     "runner.commands.bench",
-    "runner.modelfile.cli",
-    "runner.sim.cli",
+    "runner.commands.model",
+    "runner.commands.sim",
 )
 
 

@@ -22,6 +22,7 @@ from runner.errors import EdgejarError, InputError, NoPlacementError
 from runner.experiment import load_files
 from runner.placement import Placement, Problem, place
 from runner.placement.model import Move
+from runner.training import plan as training_plan
 
 PLAYBOOKS = ("deploy.yml", "launch.yml")
 
@@ -154,7 +155,8 @@ def plan(
     )
     problem = Problem(
         nodes=nodes,
-        instances=tuple(instances[s.id] for s in specs),
+        # the training units stay where they are, and their memory counts
+        instances=(*(instances[s.id] for s in specs), *training_plan.placed_claims(cluster, dead)),
         current=current,
         policy=policy,
         excluded=frozenset(dead),
@@ -168,8 +170,10 @@ def plan(
             f"({', '.join(live) or 'none'}); nothing written. The planner's verdict: {exc}",
             affected,
         ) from None
-    ports = hostvars.assign_ports(result.assignment, cluster.peer_ports, cluster.current_ports(), current)
-    per_node = hostvars.entries(cluster, experiments, instances, result.assignment, ports, root)
+    assignment = {s.id: result.assignment[s.id] for s in specs}
+    result = dataclasses.replace(result, assignment=assignment)  # the instances; the units stayed put
+    ports = hostvars.assign_ports(assignment, cluster.peer_ports, cluster.current_ports(), current)
+    per_node = hostvars.entries(cluster, experiments, instances, assignment, ports, root)
     return Plan(
         dead,
         live,
@@ -177,7 +181,8 @@ def plan(
         tuple(files),
         result,
         ports,
-        hostvars.files(cluster, per_node),
+        # Training units stay as placed (moving them is a training job's own restart, not an instance move).
+        hostvars.files(cluster, per_node, {cn.node.name: list(cn.training) for cn in cluster.nodes}),
     )
 
 

@@ -13,10 +13,8 @@ import yaml
 
 from runner.errors import InputError
 from runner.experiment import Experiment, InstanceSpec
-from runner.inventory import PLACEMENT_VAR, Cluster
+from runner.inventory import PLACEMENT_VAR, TRAINING_VAR, Cluster
 from runner.placement.model import Instance
-
-TRAINING_VAR = "edgejar_training"  # a node's training units (runner/training/plan.py)
 
 HEADER = (
     "---\n"

@@ -16,6 +16,7 @@ from runner.placement.model import Node, gb_to_mib
 
 NODES_GROUP = "edgejar_nodes"  # when present, only its hosts are nodes; otherwise every host is
 PLACEMENT_VAR = "edgejar_instances"  # what `runner place` writes into host_vars/<node>/placement.yml
+TRAINING_VAR = "edgejar_training"  # beside it: the node's training units (runner/training/plan.py)
 DEFAULT_PORTS = (9000, 9100)
 DEFAULT_TRAINING_PORT = 29500  # torchrun's own default rendezvous port
 
@@ -27,6 +28,7 @@ class ClusterNode:
     kind: str
     placed: tuple[Mapping[str, Any], ...] = ()  # the node's current edgejar_instances
     torch_nccl: bool = False  # node_torch_nccl: its torch has NCCL (a training job may use it)
+    training: tuple[Mapping[str, Any], ...] = ()  # the node's current edgejar_training units
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def load(path: Path) -> Cluster:
                 kind=str(hv.get("node_kind", "generic")),
                 placed=tuple(e for e in placed if isinstance(e, Mapping)),
                 torch_nccl=_bool(str(host.name), "node_torch_nccl", hv.get("node_torch_nccl", False)),
+                training=tuple(e for e in hv.get(TRAINING_VAR) or [] if isinstance(e, Mapping)),
             )
         )
         if ports is None:

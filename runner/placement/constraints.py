@@ -1,77 +1,37 @@
-"""Hard constraints, twice: as a vectorised mask (fast path) and as a reason per node (explanations).
-
-`feasible_mask` and `rejection` must agree; a property test checks that they do.
+"""Hard constraints. Each one is written once: a vectorised check over all nodes, with the reason it
+gives for a node it rules out right beside it. A node is feasible when every check passes; the reason
+for a rejection is the first failing check's. Static checks hold on an empty cluster; dynamic ones
+depend on what is already placed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from runner.placement.model import Instance, Node, fmt_gb
 from runner.placement.state import ClusterState
 
+Mask = np.ndarray
 
-def static_mask(state: ClusterState, inst: Instance) -> np.ndarray:
-    """Nodes that could take `inst` on an empty cluster."""
-    mask = state.usable & (state.max_inst > 0)
-    if inst.pin is not None:
-        pinned = np.zeros(len(state.nodes), dtype=bool)
-        k = state.index.get(inst.pin)
-        if k is not None:
-            pinned[k] = True
-        mask &= pinned
-    if inst.gpu:
-        mask &= state.has_gpu & (inst.gpu_claim() <= state.gpu_cap)
-    if inst.tags:
-        mask &= state.tag_mask(inst.tags)
-    for name in inst.avoid:
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passes: Callable[[ClusterState, Instance], Mask]  # one bool per node
+    reason: Callable[[ClusterState, Instance, int], str]  # why node k fails it
+
+
+def _only(state: ClusterState, names: frozenset[str] | set[str], keep: bool) -> Mask:
+    """Nodes named in `names` (keep=True) or not named (keep=False)."""
+    mask = np.full(len(state.nodes), not keep, dtype=bool)
+    for name in names:
         k = state.index.get(name)
         if k is not None:
-            mask[k] = False
-    mask &= state.ram_claims(inst) <= state.ram_cap
+            mask[k] = keep
     return mask
-
-
-def feasible_mask(state: ClusterState, inst: Instance, base: np.ndarray | None = None) -> np.ndarray:
-    """Nodes that can take `inst` now, given what is already placed."""
-    mask = static_mask(state, inst) if base is None else base.copy()
-    mask &= state.count < state.max_inst
-    mask &= state.used_ram + state.ram_claims(inst) <= state.ram_cap
-    if inst.gpu:
-        mask &= state.used_gpu + inst.gpu_claim() <= state.gpu_cap
-    for k in state.peers_on(inst.id, state.anti_affinity):
-        mask[k] = False
-    return mask
-
-
-def _static_reason(state: ClusterState, inst: Instance, node: Node) -> str | None:
-    name = node.name
-    if node.maintenance:
-        return f"{name} is in maintenance (node_maintenance: true)"
-    if node.unavailable:
-        return f"{name} is unavailable (health check failing)"
-    if name in state.problem.excluded:
-        return f"{name} is excluded (--exclude {name})"
-    if node.max_instances <= 0:
-        return f"{name} takes no instances (node_max_instances: {node.max_instances})"
-    if inst.pin is not None and inst.pin != name:
-        return f"{inst.id} is pinned to {inst.pin}"
-    if name in inst.avoid:
-        return f"{inst.experiment} leaves {name} out (nodes/exclude in its experiment file)"
-    if inst.gpu and not node.gpu:
-        return f"needs a GPU; {name} has none"
-    if inst.gpu and inst.gpu_claim() > node.gpu_capacity:
-        return f"needs {fmt_gb(inst.gpu_claim())} GPU memory; {name} has {fmt_gb(node.gpu_capacity)}"
-    if inst.tags and not inst.tags <= node.tags:
-        missing = ", ".join(sorted(inst.tags - node.tags))
-        return f"needs tag(s) {missing}; {name} has {', '.join(sorted(node.tags)) or 'none'}"
-    claim = inst.ram_claim(node)
-    if claim > node.ram_capacity:
-        return (
-            f"needs {_claim_text(inst, node)}; {name} has {fmt_gb(node.ram_capacity)} "
-            f"({fmt_gb(node.ram_mib)} minus {fmt_gb(node.reserved_mib)} reserved)"
-        )
-    return None
 
 
 def _claim_text(inst: Instance, node: Node) -> str:
@@ -83,34 +43,143 @@ def _claim_text(inst: Instance, node: Node) -> str:
     return f"{fmt_gb(inst.ram_mib)} memory"
 
 
-def _after(members: list[str]) -> str:
+def _after(state: ClusterState, k: int) -> str:
+    members = state.members[k]
     if not members:
         return ""
     shown = ", ".join(members[:4]) + (f" and {len(members) - 4} more" if len(members) > 4 else "")
     return f" after {shown}"
 
 
-def rejection(state: ClusterState, inst: Instance, k: int) -> str | None:
-    """Why node `k` cannot take `inst` now, or None when it can."""
+def _no_tags(state: ClusterState, inst: Instance, k: int) -> str:
     node = state.nodes[k]
-    reason = _static_reason(state, inst, node)
-    if reason is not None:
-        return reason
-    members = state.members[k]
-    if state.count[k] >= state.max_inst[k]:
-        return f"{node.name} is full: {state.count[k]}/{state.max_inst[k]} instances{_after(members)}"
+    missing = ", ".join(sorted(inst.tags - node.tags))
+    return f"needs tag(s) {missing}; {node.name} has {', '.join(sorted(node.tags)) or 'none'}"
+
+
+def _no_room(state: ClusterState, inst: Instance, k: int) -> str:
+    node = state.nodes[k]
+    return (
+        f"needs {_claim_text(inst, node)}; {node.name} has {fmt_gb(node.ram_capacity)} "
+        f"({fmt_gb(node.ram_mib)} minus {fmt_gb(node.reserved_mib)} reserved)"
+    )
+
+
+def _no_room_left(state: ClusterState, inst: Instance, k: int) -> str:
+    node = state.nodes[k]
     left = int(state.ram_cap[k] - state.used_ram[k])
-    if inst.ram_claim(node) > left:
-        kind = "unified memory" if node.unified else "memory"
-        return f"needs {_claim_text(inst, node)}; {node.name} has {fmt_gb(left)} {kind} left{_after(members)}"
-    if inst.gpu:
-        gpu_left = int(state.gpu_cap[k] - state.used_gpu[k])
-        if inst.gpu_claim() > gpu_left:
-            return (
-                f"needs {fmt_gb(inst.gpu_claim())} GPU memory; {node.name} has {fmt_gb(gpu_left)} "
-                f"GPU memory left{_after(members)}"
-            )
-    clash = state.peers_on(inst.id, state.anti_affinity).get(k)
-    if clash:
-        return f"anti-affinity with {', '.join(clash)} on {node.name}"
+    kind = "unified memory" if node.unified else "memory"
+    return f"needs {_claim_text(inst, node)}; {node.name} has {fmt_gb(left)} {kind} left{_after(state, k)}"
+
+
+def _no_gpu_left(state: ClusterState, inst: Instance, k: int) -> str:
+    left = int(state.gpu_cap[k] - state.used_gpu[k])
+    return (
+        f"needs {fmt_gb(inst.gpu_claim())} GPU memory; {state.nodes[k].name} has {fmt_gb(left)} "
+        f"GPU memory left{_after(state, k)}"
+    )
+
+
+def _anti_affinity(state: ClusterState, inst: Instance) -> Mask:
+    clash = state.peers_on(inst.id, state.anti_affinity)
+    if not clash:
+        return state.everywhere
+    mask = np.ones(len(state.nodes), dtype=bool)
+    mask[list(clash)] = False
+    return mask
+
+
+# In the order their reasons are reported.
+STATIC: tuple[Check, ...] = (
+    Check(
+        "maintenance",
+        lambda s, i: s.in_service,
+        lambda s, i, k: f"{s.nodes[k].name} is in maintenance (node_maintenance: true)",
+    ),
+    Check(
+        "unavailable",
+        lambda s, i: s.healthy,
+        lambda s, i, k: f"{s.nodes[k].name} is unavailable (health check failing)",
+    ),
+    Check(
+        "excluded",
+        lambda s, i: s.included,
+        lambda s, i, k: f"{s.nodes[k].name} is excluded (--exclude {s.nodes[k].name})",
+    ),
+    Check(
+        "takes instances",
+        lambda s, i: s.max_inst > 0,
+        lambda s, i, k: (
+            f"{s.nodes[k].name} takes no instances (node_max_instances: {s.nodes[k].max_instances})"
+        ),
+    ),
+    Check(
+        "pin",
+        lambda s, i: _only(s, {i.pin}, keep=True) if i.pin is not None else s.everywhere,
+        lambda s, i, k: f"{i.id} is pinned to {i.pin}",
+    ),
+    Check(
+        "left out by its experiment",
+        lambda s, i: _only(s, i.avoid, keep=False) if i.avoid else s.everywhere,
+        lambda s, i, k: f"{i.experiment} leaves {s.nodes[k].name} out (nodes/exclude in its experiment file)",
+    ),
+    Check(
+        "GPU",
+        lambda s, i: s.has_gpu if i.gpu else s.everywhere,
+        lambda s, i, k: f"needs a GPU; {s.nodes[k].name} has none",
+    ),
+    Check(
+        "GPU memory",
+        lambda s, i: i.gpu_claim() <= s.gpu_cap if i.gpu else s.everywhere,
+        lambda s, i, k: (
+            f"needs {fmt_gb(i.gpu_claim())} GPU memory; "
+            f"{s.nodes[k].name} has {fmt_gb(s.nodes[k].gpu_capacity)}"
+        ),
+    ),
+    Check("tags", lambda s, i: s.tag_mask(i.tags) if i.tags else s.everywhere, _no_tags),
+    Check("memory", lambda s, i: s.ram_claims(i) <= s.ram_cap, _no_room),
+)
+DYNAMIC: tuple[Check, ...] = (
+    Check(
+        "free slot",
+        lambda s, i: s.count < s.max_inst,
+        lambda s, i, k: f"{s.nodes[k].name} is full: {s.count[k]}/{s.max_inst[k]} instances{_after(s, k)}",
+    ),
+    Check("memory left", lambda s, i: s.used_ram + s.ram_claims(i) <= s.ram_cap, _no_room_left),
+    Check(
+        "GPU memory left",
+        lambda s, i: s.used_gpu + i.gpu_claim() <= s.gpu_cap if i.gpu else s.everywhere,
+        _no_gpu_left,
+    ),
+    Check(
+        "anti-affinity",
+        _anti_affinity,
+        lambda s, i, k: (
+            f"anti-affinity with {', '.join(s.peers_on(i.id, s.anti_affinity)[k])} on {s.nodes[k].name}"
+        ),
+    ),
+)
+
+
+def static_mask(state: ClusterState, inst: Instance) -> Mask:
+    """Nodes that could take `inst` on an empty cluster."""
+    mask = state.everywhere.copy()
+    for check in STATIC:
+        mask &= check.passes(state, inst)
+    return mask
+
+
+def feasible_mask(state: ClusterState, inst: Instance, base: Mask | None = None) -> Mask:
+    """Nodes that can take `inst` now, given what is already placed (`base`: its static mask, if known)."""
+    mask = static_mask(state, inst) if base is None else base.copy()
+    for check in DYNAMIC:
+        mask &= check.passes(state, inst)
+    return mask
+
+
+def rejection(state: ClusterState, inst: Instance, k: int) -> str | None:
+    """Why node `k` cannot take `inst` now (the first failing check's reason), or None when it can."""
+    for check in (*STATIC, *DYNAMIC):
+        if not check.passes(state, inst)[k]:
+            return check.reason(state, inst, k)
     return None

@@ -36,9 +36,12 @@ class ClusterState:
         self.unified = np.array([n.unified for n in nodes], dtype=bool)
         self.has_gpu = np.array([n.gpu for n in nodes], dtype=bool)
         self.priority = np.array([n.priority for n in nodes], dtype=np.int64)
-        self.usable = np.array(
-            [not (n.maintenance or n.unavailable or n.name in problem.excluded) for n in nodes], dtype=bool
-        )
+        self.in_service = np.array([not n.maintenance for n in nodes], dtype=bool)
+        self.healthy = np.array([not n.unavailable for n in nodes], dtype=bool)
+        self.included = np.array([n.name not in problem.excluded for n in nodes], dtype=bool)
+        self.usable = self.in_service & self.healthy & self.included
+        self.everywhere = np.ones(len(nodes), dtype=bool)  # a check that does not apply (read-only)
+        self.everywhere.flags.writeable = False
         # Deterministic last tie-break: node name order, independent of inventory order.
         order = sorted(range(len(nodes)), key=lambda k: nodes[k].name)
         self.name_rank = np.empty(len(nodes), dtype=np.int64)

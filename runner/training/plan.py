@@ -116,8 +116,30 @@ def entries(
             "args": list(spec.args),
             "memory_mib": gb_to_mib(spec.memory_gb) * spec.ranks_per_node,
             "gpu": spec.gpu,
+            "gpu_memory_mib": gb_to_mib(spec.gpu_memory_gb) * spec.ranks_per_node
+            if spec.gpu_memory_gb
+            else 0,
             "data": spec.data,
             "weighting": spec.weighting,
             "max_restarts": spec.max_restarts,
         }
     return out
+
+
+def placed_claims(cluster: Cluster, dead: Sequence[str]) -> list[Instance]:
+    """The training units already placed on live nodes, as instances pinned where they are: a re-placement
+    of instances alone (failover) must count their memory."""
+    return [
+        Instance(
+            id=str(e["id"]),
+            ram_mib=int(e.get("memory_mib") or 0),
+            gpu=bool(e.get("gpu")),
+            gpu_mib=int(e.get("gpu_memory_mib") or 0),
+            experiment=str(e.get("experiment") or ""),
+            pin=cn.node.name,
+        )
+        for cn in cluster.nodes
+        if cn.node.name not in dead
+        for e in cn.training
+        if "id" in e
+    ]

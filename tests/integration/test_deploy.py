@@ -125,13 +125,17 @@ def test_runtime_is_importable_from_the_node_venv(
         sim,
         runner_dir,
         "deploy-import",
-        "cd / && /opt/edgejar/venv/bin/python -B -c 'import runner, runner.experiment; print(runner.__file__)'"
-        " && ls /opt/edgejar/app/experiments && find /opt/edgejar/app -name __pycache__ | wc -l",
+        "cd / && /opt/edgejar/venv/bin/python -B -c 'import runner, runner.node.cli; print(runner.__file__)'"
+        " && ls /opt/edgejar/app/experiments && ls /opt/edgejar/app/runner"
+        " && find /opt/edgejar/app -name __pycache__ | wc -l",
     )
     for host in HOSTS:
         lines = out[host].splitlines()
         assert lines[0] == "/opt/edgejar/app/runner/__init__.py", (host, out[host])
         assert "split_brain.yml" in lines, (host, out[host])
+        # the node runtime alone: no planner, simulator or monitor on a node
+        assert {"__init__.py", "errors.py", "names.py", "node"} <= set(lines), (host, out[host])
+        assert not {"sim", "placement", "monitor", "commands", "cli.py"} & set(lines), (host, out[host])
         assert lines[-1] == "0", f"{host}: caches were synced: {out[host]}"
 
 

@@ -145,3 +145,74 @@ def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path])
         },
     )
     assert out["rc"] != 0 and "exclude pattern 'runner/*.py'" in json.dumps(out)
+
+
+def test_files_that_no_longer_ship_are_listed_as_stale(setup: tuple[Path, Path, Path]) -> None:
+    src, dest, venv = setup
+    assert rsync(src, dest)  # an earlier deploy sent all of runner/
+    (src / "runner/node/__init__.py").write_text("")
+    narrow = ["runner/__init__.py", "runner/node", "experiments"]
+    out = ansible(
+        "edgejar_code_state",
+        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": narrow,
+         "excludes": EXCLUDES, "want": {}},
+    )  # fmt: skip
+    assert out["rc"] == 0, out
+    # runner/notes.log is excluded by name (a log), so it is neither shipped nor removed
+    assert out["stale"] == [], out["stale"]
+    (dest / "runner/sim").mkdir()
+    (dest / "runner/sim/cluster.py").write_text("old controller code")
+    (dest / "runner/cli.py").write_text("old controller code")
+    out = ansible(
+        "edgejar_code_state",
+        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": narrow,
+         "excludes": EXCLUDES, "want": {}},
+    )  # fmt: skip
+    assert out["stale"] == [str(dest / "runner/cli.py"), str(dest / "runner/sim")]
+
+
+def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_path: Path) -> None:
+    """The role's default paths over this repository: runner/node, runner/errors.py and runner/names.py,
+    nothing of the planner, simulator or monitor; a copy of exactly those files runs every node module
+    (a module taken from anywhere else, e.g. through the editable install, fails the check)."""
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    paths = defaults["edgejar_code_paths"]
+    out = ansible(
+        "ansible.builtin.set_fact",
+        {
+            "tree": f"{{{{ query('edgejar_tree', *{paths!r}, root='{ROOT}', excludes={EXCLUDES!r}) | first }}}}"
+        },
+    )
+    assert out["rc"] == 0, out
+    shipped = sorted(rel for rel, kind in out["ansible_facts"]["tree"].items() if kind.startswith("f"))
+    runtime = [rel for rel in shipped if rel.startswith("runner/")]
+    assert runtime, shipped
+    outside = [
+        r
+        for r in runtime
+        if not r.startswith("runner/node/")
+        and r not in ("runner/__init__.py", "runner/errors.py", "runner/names.py")
+    ]
+    assert outside == [], outside
+    assert "runner/node/cli.py" in runtime and "runner/node/modes/base.py" in runtime
+    for rel in runtime:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((ROOT / rel).read_bytes())
+    modules = sorted(  # every module but the entry point (importing __main__ runs the command line)
+        r[:-3].replace("/", ".").removesuffix(".__init__")
+        for r in runtime
+        if r.endswith(".py") and not r.endswith("__main__.py")
+    )
+    probe = (
+        f"import importlib, sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "import runner\n"
+        f"assert runner.__file__.startswith({str(tmp_path)!r}), runner.__file__\n"
+        "leaked = sorted(m for m in sys.modules if m.startswith('runner') and not m.startswith('runner.node')\n"
+        "                and m not in ('runner', 'runner.errors', 'runner.names'))\n"
+        "assert not leaked, leaked\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

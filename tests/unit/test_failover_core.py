@@ -221,3 +221,35 @@ def test_dry_run_and_declining_write_nothing(
     assert main(["failover", "-i", inv, "rpi2", "--force"]) == 1
     assert "not confirmed" in capsys.readouterr().err
     assert snapshot(project) == before and runner.calls == []
+
+
+def test_training_units_stay_as_placed_through_a_failover(project: Path) -> None:
+    (project / "experiments/train.py").write_text("print('entry')\n")
+    (project / "experiments/train.yml").write_text(
+        "name: job\nkind: torch_distributed\nentry: train.py\nranks: 2\nmemory_gb: 0.25\nnodes: [jetson, host]\n"
+    )
+    place(project, "experiments/split_brain.yml", "experiments/train.yml", "--pin", "split_brain_B=rpi2")
+    before = {
+        p.parent.name: yaml.safe_load(p.read_text()).get("edgejar_training")
+        for p in project.glob("host_vars/*/placement.yml")
+    }
+    assert before["jetson"] and before["host"] and not before["rpi2"]
+    plan = failover.plan(inventory.load(project / "inventory"), ["rpi2"], project)
+    assert plan.affected == ("split_brain_B",)
+    after = {p.parent.name: yaml.safe_load(t).get("edgejar_training") for p, t in plan.files.items()}
+    assert after == before
+    assert plan.placement is not None and set(plan.placement.assignment) == {"split_brain_A", "split_brain_B"}
+
+
+def test_failover_counts_the_memory_of_training_units(project: Path) -> None:
+    """The host's training unit takes all its memory: split_brain_B cannot move there."""
+    (project / "experiments/train.py").write_text("print('entry')\n")
+    host_ram = inventory.load(project / "inventory").by_name()["host"].node.ram_capacity
+    (project / "experiments/train.yml").write_text(
+        f"name: job\nkind: torch_distributed\nentry: train.py\nranks: 1\nmemory_gb: {host_ram / 1024}\n"
+        "nodes: [host]\n"
+    )
+    place(project, "experiments/split_brain.yml", "experiments/train.yml", "--pin", "split_brain_B=rpi2")
+    # Both Pis down: B may go neither to the Jetson (anti-affinity with A) nor to the host (the unit).
+    with pytest.raises(failover.FailoverInfeasible, match=r"host has 0 GB memory left after job-0"):
+        failover.plan(inventory.load(project / "inventory"), ["rpi1", "rpi2"], project)

@@ -13,6 +13,7 @@ description:
     modification time in whole seconds, a symlink's target, that a directory exists; names matching
     C(excludes) left out) and lists every path where it differs from C(want) (the controller's tree, from
     the lookup C(edgejar_tree)). An empty list means rsync would send nothing.
+  - Lists what the synced paths' parent directories hold besides them (C(stale)).
   - Reads only; never reports C(changed). Supports check mode.
 options:
   venv: {description: The node runtime's venv., type: path, required: true}
@@ -33,6 +34,12 @@ differs:
   type: list
   returned: success
 n_differs: {description: How many paths differ in all., type: int, returned: success}
+stale:
+  description:
+    - What the parent directories of C(paths) hold besides them on the node (absolute paths), for example
+      the modules an earlier deploy sent that no longer ship; names matching C(excludes) are not listed.
+  type: list
+  returned: success
 """
 
 import fnmatch
@@ -89,6 +96,24 @@ def tree(root: str, paths: list[str], excludes: list[str]) -> dict[str, str]:
     return found
 
 
+def stale(root: str, paths: list[str], excludes: list[str]) -> list[str]:
+    """What the parent directories of the synced paths hold besides them (files an earlier deploy sent
+    that no longer ship), as absolute paths; excluded names are left alone."""
+    tops = {p.strip("/") for p in paths}
+    parents = {os.path.dirname(t) for t in tops} - {""}
+    out = []
+    for parent in sorted(parents):
+        try:
+            names = os.listdir(os.path.join(root, parent))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in sorted(names):
+            full = os.path.join(root, parent, name)
+            if f"{parent}/{name}" not in tops and not excluded(name, os.path.isdir(full), excludes):
+                out.append(full)
+    return out
+
+
 def differences(want: dict[str, str], have: dict[str, str]) -> list[str]:
     out = []
     for rel in sorted(set(want) | set(have)):
@@ -128,7 +153,8 @@ def main() -> None:
     except ValueError:
         module.fail_json(msg=f"{python}: unexpected probe output {out[-500:]!r}")
     diff = differences(p["want"], tree(p["dest"], p["paths"], p["excludes"]))
-    module.exit_json(changed=False, differs=diff[:SHOWN], n_differs=len(diff), **probe)
+    extra = stale(p["dest"], p["paths"], p["excludes"])
+    module.exit_json(changed=False, differs=diff[:SHOWN], n_differs=len(diff), stale=extra, **probe)
 
 
 if __name__ == "__main__":
