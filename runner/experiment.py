@@ -296,20 +296,14 @@ def _gb_field(path: Path, field_name: str, value: Any) -> float | None:
     return _gb(_Where(path), field_name, value)
 
 
-def project_root_of(path: Path) -> Path:
-    """The repository an experiment file belongs to: the nearest directory upwards holding ansible.cfg,
-    else the working directory (where `runner` runs)."""
-    for d in path.resolve().parents:
-        if (d / "ansible.cfg").is_file():
-            return d
-    return Path.cwd().resolve()
-
-
 def _training(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _Where(path).error("enabled", f"must be true or false, got {enabled!r}")
-    spec = training_spec.parse(path, data, project_root_of(path), _gb_field)
+    # The project `place` writes paths relative to (requirements imports this module, hence here).
+    from runner.requirements import project_root
+
+    spec = training_spec.parse(path, data, project_root(), _gb_field)
     return Experiment(
         name=name,
         mode="",

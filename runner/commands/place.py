@@ -15,7 +15,7 @@ from runner.commands.common import add_inventory, inventory_path, table
 from runner.errors import EdgejarError, InputError
 from runner.experiment import load_files
 from runner.placement import Placement, Problem, Verdict, place
-from runner.placement.model import fmt_gb, gb_to_mib
+from runner.placement.model import fmt_gb
 from runner.placement.policies import POLICIES
 from runner.training import plan as training_plan
 
@@ -90,7 +90,9 @@ def _explain_text(result: Placement) -> str:
 
 
 def _units(job: str, per_node: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(node, e) for node, items in per_node.items() for e in items if e["experiment"] == job]
+    """(node, entry) of the job's units, unit 0 first."""
+    found = [(node, e) for node, items in per_node.items() for e in items if e["experiment"] == job]
+    return sorted(found, key=lambda ne: ne[1]["unit_index"])
 
 
 def _jobs_json(
@@ -98,7 +100,7 @@ def _jobs_json(
 ) -> dict[str, Any]:
     out = {}
     for job in jobs:
-        units = sorted(_units(job.name, per_node), key=lambda ne: ne[1]["unit_index"])
+        units = _units(job.name, per_node)
         first = units[0][1]
         out[job.name] = {
             "nodes": [node for node, _ in units],
@@ -212,14 +214,14 @@ def _run(args: argparse.Namespace, path: Path) -> int:
             [s.id, s.experiment, result.assignment[s.id], str(ports[s.id]), fmt_gb(inst.ram_mib), gpu]
         )
     for job in jobs:
-        for node, entry in sorted(_units(job.name, per_node_training), key=lambda ne: ne[1]["unit_index"]):
-            gpu = fmt_gb(gb_to_mib(job.gpu_memory_gb or 0) * job.ranks_per_node) if job.gpu else "-"
+        for node, entry in _units(job.name, per_node_training):
+            gpu = fmt_gb(entry["gpu_memory_mib"]) if job.gpu else "-"
             rows.append([entry["id"], job.name, node, "-", fmt_gb(entry["memory_mib"]), gpu])
     print(table(rows, ["instance", "experiment", "node", "port", "memory", "gpu"]))
     what = f"{len(specs)} instances" + (f" and {len(jobs)} training job(s)" if jobs else "")
     print(f"\nplaced {what} with policy {args.policy} ({result.method} pass)")
     for job in jobs:
-        units = sorted(_units(job.name, per_node_training), key=lambda ne: ne[1]["unit_index"])
+        units = _units(job.name, per_node_training)
         first = units[0][1]
         print(
             f"training {job.name}: {first['nnodes']} node(s) x {job.ranks_per_node} rank(s) "

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         job = exp.training
         if exp.kind != "llm":
             if job is not None:
-                training_plan.units(job, 1, [cn.node.name for cn in cluster.nodes])  # node names known
+                training_plan.check_nodes(job, [cn.node.name for cn in cluster.nodes])
             ranks = f"ranks {job.min_ranks}:{job.max_ranks}" if job else "disabled"
             print(f"{exp.source}: ok ({exp.name}, kind {exp.kind}, {ranks})")
             continue

@@ -21,19 +21,30 @@ def unit_id(spec: TrainingSpec, k: int) -> str:
     return f"{spec.name}-{k}"
 
 
-def units(spec: TrainingSpec, count: int, node_names: Sequence[str]) -> list[Instance]:
-    """`count` placement units of the job. `nodes`/`exclude` become the nodes a unit must avoid."""
+def check_nodes(spec: TrainingSpec, node_names: Sequence[str]) -> None:
+    """The nodes the job's `nodes` and `exclude` name must be in the inventory."""
     unknown = sorted((set(spec.nodes) | set(spec.exclude)) - set(node_names))
     if unknown:
         field = "nodes" if set(unknown) & set(spec.nodes) else "exclude"
         raise InputError(f"{spec.source}: {field}: unknown node(s) {', '.join(unknown)}")
+
+
+def claims(spec: TrainingSpec) -> tuple[int, int]:
+    """(RAM, GPU memory) in MiB of one unit: ranks_per_node ranks."""
+    gpu = gb_to_mib(spec.gpu_memory_gb) if spec.gpu_memory_gb else 0
+    return gb_to_mib(spec.memory_gb) * spec.ranks_per_node, gpu * spec.ranks_per_node
+
+
+def units(spec: TrainingSpec, count: int, node_names: Sequence[str]) -> list[Instance]:
+    """`count` placement units of the job. `nodes`/`exclude` become the nodes a unit must avoid."""
+    check_nodes(spec, node_names)
     avoid = frozenset(n for n in node_names if (spec.nodes and n not in spec.nodes) or n in spec.exclude)
     ids = [unit_id(spec, k) for k in range(count)]
-    gpu_mib = gb_to_mib(spec.gpu_memory_gb) * spec.ranks_per_node if spec.gpu_memory_gb else 0
+    ram_mib, gpu_mib = claims(spec)
     return [
         Instance(
             id=iid,
-            ram_mib=gb_to_mib(spec.memory_gb) * spec.ranks_per_node,
+            ram_mib=ram_mib,
             gpu=spec.gpu,
             gpu_mib=gpu_mib,
             experiment=spec.name,
@@ -95,6 +106,7 @@ def entries(
     nodes = [by_name[node].node for _, node in placed]
     backend = choose_backend(spec, nodes, {cn.node.name: cn.torch_nccl for cn in cluster.nodes})
     host = by_name[placed[0][1]]
+    ram_mib, gpu_mib = claims(spec)
     out: dict[str, dict[str, Any]] = {}
     for k, (uid, node) in enumerate(placed):
         out[node] = {
@@ -114,11 +126,9 @@ def entries(
             "entry": spec.entry,
             "module": spec.module,
             "args": list(spec.args),
-            "memory_mib": gb_to_mib(spec.memory_gb) * spec.ranks_per_node,
+            "memory_mib": ram_mib,
             "gpu": spec.gpu,
-            "gpu_memory_mib": gb_to_mib(spec.gpu_memory_gb) * spec.ranks_per_node
-            if spec.gpu_memory_gb
-            else 0,
+            "gpu_memory_mib": gpu_mib,
             "data": spec.data,
             "weighting": spec.weighting,
             "max_restarts": spec.max_restarts,

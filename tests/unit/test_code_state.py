@@ -40,21 +40,20 @@ def ansible(module: str, args: dict[str, object], role_dir: Path = ROLE) -> dict
     return result
 
 
-def controller_tree(src: Path) -> dict[str, str]:
+def controller_tree(src: Path, paths: list[str] = PATHS) -> dict[str, str]:
     """The lookup's answer, through a real lookup call."""
-    out = ansible(
-        "ansible.builtin.set_fact",
-        {"tree": f"{{{{ query('edgejar_tree', *{PATHS!r}, root='{src}', excludes={EXCLUDES!r}) | first }}}}"},
-    )
+    expr = f"{{{{ query('edgejar_tree', *{paths!r}, root='{src}', excludes={EXCLUDES!r}) | first }}}}"
+    out = ansible("ansible.builtin.set_fact", {"tree": expr})
     assert out["rc"] == 0, out
     return out["ansible_facts"]["tree"]  # type: ignore[index, return-value]
 
 
-def node_check(src: Path, dest: Path, venv: Path) -> dict[str, object]:
+def node_check(src: Path | None, dest: Path, venv: Path, paths: list[str] = PATHS) -> dict[str, object]:
+    """The module's answer for `dest`, compared with the controller's tree of `src` (None: an empty one)."""
     return ansible(
         "edgejar_code_state",
-        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": PATHS,
-         "excludes": EXCLUDES, "want": controller_tree(src)},
+        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": paths,
+         "excludes": EXCLUDES, "want": controller_tree(src, paths) if src else {}},
     )  # fmt: skip
 
 
@@ -152,22 +151,14 @@ def test_files_that_no_longer_ship_are_listed_as_stale(setup: tuple[Path, Path, 
     assert rsync(src, dest)  # an earlier deploy sent all of runner/
     (src / "runner/node/__init__.py").write_text("")
     narrow = ["runner/__init__.py", "runner/node", "experiments"]
-    out = ansible(
-        "edgejar_code_state",
-        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": narrow,
-         "excludes": EXCLUDES, "want": {}},
-    )  # fmt: skip
+    out = node_check(None, dest, venv, narrow)
     assert out["rc"] == 0, out
     # runner/notes.log is excluded by name (a log), so it is neither shipped nor removed
     assert out["stale"] == [], out["stale"]
     (dest / "runner/sim").mkdir()
     (dest / "runner/sim/cluster.py").write_text("old controller code")
     (dest / "runner/cli.py").write_text("old controller code")
-    out = ansible(
-        "edgejar_code_state",
-        {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": narrow,
-         "excludes": EXCLUDES, "want": {}},
-    )  # fmt: skip
+    out = node_check(None, dest, venv, narrow)
     assert out["stale"] == [str(dest / "runner/cli.py"), str(dest / "runner/sim")]
 
 
@@ -176,15 +167,8 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
     nothing of the planner, simulator or monitor; a copy of exactly those files runs every node module
     (a module taken from anywhere else, e.g. through the editable install, fails the check)."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    paths = defaults["edgejar_code_paths"]
-    out = ansible(
-        "ansible.builtin.set_fact",
-        {
-            "tree": f"{{{{ query('edgejar_tree', *{paths!r}, root='{ROOT}', excludes={EXCLUDES!r}) | first }}}}"
-        },
-    )
-    assert out["rc"] == 0, out
-    shipped = sorted(rel for rel, kind in out["ansible_facts"]["tree"].items() if kind.startswith("f"))
+    tree = controller_tree(ROOT, defaults["edgejar_code_paths"])
+    shipped = sorted(rel for rel, kind in tree.items() if kind.startswith("f"))
     runtime = [rel for rel in shipped if rel.startswith("runner/")]
     assert runtime, shipped
     outside = [
