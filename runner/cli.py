@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from runner import __version__
 from runner.errors import EdgejarError
 
-# Modules that expose `register(subparsers) -> None`; each sets `func` on its parser.
+# Modules that expose `register(subparsers) -> None`; each registers the command of its own name and sets
+# `func` on its parser. Only the named command's module is imported (a command line starts faster);
+# without one (`--help`, `--version`, a typo) all are, so that argparse can list them.
 COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.validate",
     "runner.commands.place",
@@ -28,22 +30,25 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every command, or for `command` alone when it names one."""
+    modules = [m for m in COMMAND_MODULES if m.rsplit(".", 1)[1] == command] or COMMAND_MODULES
     parser = argparse.ArgumentParser(
         prog="python -m runner",
         description="edgejar: place, deploy, run and watch LLM experiments on an edge cluster.",
     )
     parser.add_argument("--version", action="version", version=f"edgejar {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in args_in if not a.startswith("-")), None))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_in)
     except SystemExit as exc:  # argparse exits 2 on usage errors already; keep its status
         return int(exc.code or 0)
     try:

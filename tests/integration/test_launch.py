@@ -99,7 +99,9 @@ def reports(run: Run) -> dict[str, str]:
     """instance id -> its report line (the launch's per-instance summary)."""
     out: dict[str, str] = {}
     for e in run.events:
-        if e["event"] == "runner_on_ok" and e["event_data"].get("task") == "Report each instance":
+        if e["event"] == "runner_on_ok" and e["event_data"].get("task", "").startswith(
+            "Report each instance"
+        ):
             for msg in e["event_data"]["res"]["msg"]:
                 if not msg.startswith("removed: "):  # the stale instances launch pruned
                     out[msg.split()[0]] = msg

@@ -22,7 +22,9 @@ EXCLUDES = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["edgejar
 PATHS = ["runner", "experiments"]
 
 
-def ansible(module: str, args: dict[str, object], role_dir: Path = ROLE) -> dict[str, object]:
+def ansible(
+    module: str, args: dict[str, object], role_dir: Path = ROLE, check: bool = False
+) -> dict[str, object]:
     """One ad-hoc call on localhost with the role's library and lookups; the module's result."""
     with tempfile.TemporaryDirectory(prefix="edgejar-code-state-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
@@ -30,7 +32,7 @@ def ansible(module: str, args: dict[str, object], role_dir: Path = ROLE) -> dict
         out = subprocess.run(
             [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
              "-M", str(role_dir / "library"), "-m", module, "-a", json.dumps(args),
-             "-e", f"ansible_python_interpreter={sys.executable}"],
+             "-e", f"ansible_python_interpreter={sys.executable}", *(["--check"] if check else [])],
             capture_output=True, text=True, check=False,
             env={**os.environ, "ANSIBLE_CONFIG": str(config), "ANSIBLE_LOCALHOST_WARNING": "false",
                  "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "minimal"},
@@ -48,12 +50,15 @@ def controller_tree(src: Path, paths: list[str] = PATHS) -> dict[str, str]:
     return out["ansible_facts"]["tree"]  # type: ignore[index, return-value]
 
 
-def node_check(src: Path | None, dest: Path, venv: Path, paths: list[str] = PATHS) -> dict[str, object]:
+def node_check(
+    src: Path | None, dest: Path, venv: Path, paths: list[str] = PATHS, check: bool = False
+) -> dict[str, object]:
     """The module's answer for `dest`, compared with the controller's tree of `src` (None: an empty one)."""
     return ansible(
         "edgejar_code_state",
         {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": paths,
          "excludes": EXCLUDES, "want": controller_tree(src, paths) if src else {}},
+        check=check,
     )  # fmt: skip
 
 
@@ -84,6 +89,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
     (src / "experiments/link.yml").symlink_to("a.yml")
     (venv / "bin").mkdir(parents=True)
     (venv / "bin/python").symlink_to(sys.executable)
+    (venv / "lib/python3.11/site-packages").mkdir(parents=True)  # found without running the venv's Python
     dest.mkdir()
     return src, dest, venv
 
@@ -91,7 +97,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_nothing_differs_exactly_when_rsync_sends_nothing(setup: tuple[Path, Path, Path]) -> None:
     src, dest, venv = setup
     first = node_check(src, dest, venv)
-    assert first["rc"] == 0 and first["changed"] is False, first
+    assert first["rc"] == 0 and first["changed"] is True and first["pth_written"] is True, first  # the .pth
     assert first["n_differs"] == 9  # two tops, four files, a symlink, two directories below them
     assert "runner/node/cli.py (missing)" in first["differs"]  # type: ignore[operator]
     assert not any("__pycache__" in d or ".log" in d for d in first["differs"])  # type: ignore[union-attr]
@@ -124,15 +130,26 @@ def test_nothing_differs_exactly_when_rsync_sends_nothing(setup: tuple[Path, Pat
     assert node_check(src, dest, venv)["n_differs"] == 0
 
 
-def test_the_probe_reports_the_venv_and_a_missing_venv_names_provision(
+def test_the_pth_file_is_written_once_and_a_missing_venv_names_provision(
     setup: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     src, dest, venv = setup
+    site = venv / "lib/python3.11/site-packages"
+    assert node_check(src, dest, venv, check=True)["pth_written"] is True
+    assert not (site / "edgejar-app.pth").exists()  # --check writes nothing
     check = node_check(src, dest, venv)
-    assert check["pth"] is None and str(check["site"]).startswith("/")
+    assert check["pth"] is None and check["site"] == str(site) and check["changed"] is True
+    assert (site / "edgejar-app.pth").read_text() == f"{dest}\n"
+    again = node_check(src, dest, venv)
+    assert again["changed"] is False and again["pth"] == f"{dest}\n"
     missing = node_check(src, dest, tmp_path / "no-venv")
     assert missing["rc"] != 0
     assert "no-venv/bin/python does not exist; run playbooks/provision.yml" in str(missing["msg"])
+    (site / "runner").mkdir()  # an installed package of the same name would win over the synced one
+    shadowed = node_check(src, dest, venv)
+    assert shadowed["rc"] != 0 and f"{site}/runner would be imported instead of {dest}/runner" in str(
+        shadowed["msg"]
+    )
 
 
 def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path]) -> None:
@@ -146,20 +163,26 @@ def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path])
     assert out["rc"] != 0 and "exclude pattern 'runner/*.py'" in json.dumps(out)
 
 
-def test_files_that_no_longer_ship_are_listed_as_stale(setup: tuple[Path, Path, Path]) -> None:
+def test_files_that_no_longer_ship_are_removed(setup: tuple[Path, Path, Path]) -> None:
     src, dest, venv = setup
     assert rsync(src, dest)  # an earlier deploy sent all of runner/
     (src / "runner/node/__init__.py").write_text("")
     narrow = ["runner/__init__.py", "runner/node", "experiments"]
+    node_check(None, dest, venv, narrow)  # writes the .pth: only the removals change below
     out = node_check(None, dest, venv, narrow)
-    assert out["rc"] == 0, out
+    assert out["rc"] == 0 and out["changed"] is False, out
     # runner/notes.log is excluded by name (a log), so it is neither shipped nor removed
     assert out["stale"] == [], out["stale"]
     (dest / "runner/sim").mkdir()
     (dest / "runner/sim/cluster.py").write_text("old controller code")
     (dest / "runner/cli.py").write_text("old controller code")
+    gone = [str(dest / "runner/cli.py"), str(dest / "runner/sim")]
+    assert node_check(None, dest, venv, narrow, check=True)["stale"] == gone
+    assert (dest / "runner/cli.py").exists() and (dest / "runner/sim").exists()  # --check removes nothing
     out = node_check(None, dest, venv, narrow)
-    assert out["stale"] == [str(dest / "runner/cli.py"), str(dest / "runner/sim")]
+    assert out["stale"] == gone and out["changed"] is True
+    assert not (dest / "runner/cli.py").exists() and not (dest / "runner/sim").exists()
+    assert node_check(None, dest, venv, narrow)["changed"] is False
 
 
 def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_path: Path) -> None:

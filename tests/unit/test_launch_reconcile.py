@@ -51,7 +51,7 @@ def reconcile_params(tmp_path: Path, ids: list[str], **over: Any) -> dict[str, A
     """The module's parameters for instances `ids` (ports 1, 2, ...) under tmp_path; `over` replaces keys."""
     (tmp_path / "units").mkdir(exist_ok=True)
     instances = [
-        {"id": iid, "address": "127.0.0.1", "port": n, "config": "{}\n", "dropin": "[Service]\n"}
+        {"id": iid, "experiment": "e", "address": "127.0.0.1", "port": n, "memory_mib": 64, "model": "tiny"}
         for n, iid in enumerate(ids, 1)
     ]
     return {
@@ -63,6 +63,11 @@ def reconcile_params(tmp_path: Path, ids: list[str], **over: Any) -> dict[str, A
         "group": MY_GROUP,
         "template": "[Unit]\n",
         "instances": instances,
+        "models_dir": "/models",
+        "catalog": {"tiny": {"file": "tiny.gguf"}},
+        "secrets_dir": "/secrets",
+        "memory_swap_max": "0",
+        "managed": "Ansible managed",
         "files": [],
         "contents": [],
         "prune": False,
@@ -173,6 +178,11 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
         "group": MY_GROUP,
         "template": "[Unit]\n",
         "instances": [],
+        "models_dir": "/models",
+        "catalog": {},
+        "secrets_dir": "/secrets",
+        "memory_swap_max": "0",
+        "managed": "Ansible managed",
         "files": [],
         "contents": [],
         "prune": True,
@@ -219,3 +229,40 @@ def test_a_deliberate_start_or_restart_resets_the_start_limit_first(tmp_path: Pa
     restart = ["systemctl", "restart", "--", "edgejar-instance@edited.service"]
     assert reset in fake.commands and restart in fake.commands
     assert fake.commands.index(reset) < fake.commands.index(restart)
+
+
+ENTRY = {
+    "id": "a",
+    "experiment": "exp",
+    "address": "10.0.0.2",
+    "port": 9000,
+    "memory_mib": 384,
+    "model": "tiny",
+    "system_prompt": "Grüße\nand a second line",
+    "peers": [{"id": "b", "port": 9001}],
+}
+RENDER = {"models_dir": "/m", "catalog": {"tiny": {"file": "t.gguf"}}, "data_dir": "/d", "secrets_dir": "/s"}
+
+
+def test_the_config_is_the_entry_plus_paths_as_ansible_rendered_it() -> None:
+    """Byte for byte what the role rendered before the module did (to_nice_json of the entry and the
+    paths), so that upgrading restarts nothing."""
+    from ansible.plugins.filter.core import to_nice_json
+
+    extra = {"model_path": "/m/t.gguf", "data_dir": "/d", "peer_secret_file": "/s/exp.key"}
+    assert mod.config_text(ENTRY, RENDER) == to_nice_json({**ENTRY, **extra}) + "\n"
+    by_path = {**ENTRY, "model": "models/other.gguf"}  # not in the catalog: a path
+    assert '"model_path": "/m/other.gguf"' in mod.config_text(by_path, RENDER)
+
+
+def test_the_drop_in_holds_numbers_only_and_the_swap_line_when_set() -> None:
+    text = mod.dropin_text(ENTRY, {"managed": "Ansible managed", "memory_swap_max": "0"})
+    assert text.endswith("[Service]\nMemoryMax=384M\nMemorySwapMax=0\n") and text.startswith(
+        "# Ansible managed\n"
+    )
+    assert "exp" not in text and "Grüße" not in text  # no name or free text in the root-owned file
+    assert "MemorySwapMax" not in mod.dropin_text(ENTRY, {"managed": "m", "memory_swap_max": ""})
+    with pytest.raises(ValueError):
+        mod.dropin_text(
+            {**ENTRY, "memory_mib": "384M\nExecStartPre=/bin/sh"}, {"managed": "m", "memory_swap_max": ""}
+        )

@@ -16,7 +16,14 @@ LIBRARY = ROOT / "roles" / "edgejar_models" / "library"
 
 
 def sums(paths: list[Path], *extra: str, remember: bool = True) -> dict[str, dict[str, object]]:
-    args = json.dumps({"paths": [str(p) for p in paths], "remember": remember})
+    result = call({"paths": [str(p) for p in paths], "remember": remember}, *extra)
+    assert result["changed"] is False
+    return result["files"]  # type: ignore[return-value]
+
+
+def call(params: dict[str, object], *extra: str) -> dict[str, object]:
+    """The module's result for `params`, run by `ansible` on localhost (extra: more ansible options)."""
+    args = json.dumps(params)
     with tempfile.TemporaryDirectory(prefix="edgejar-model-sums-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
         config.write_text("[defaults]\n")
@@ -50,9 +57,7 @@ def sums(paths: list[Path], *extra: str, remember: bool = True) -> dict[str, dic
             },
         )
     assert out.returncode == 0, out.stdout + out.stderr
-    result = json.loads(out.stdout.split("=>", 1)[1])
-    assert result["changed"] is False
-    return result["files"]
+    return json.loads(out.stdout.split("=>", 1)[1])  # type: ignore[no-any-return]
 
 
 def test_read_once_then_remembered_until_the_file_changes(tmp_path: Path) -> None:
@@ -123,3 +128,19 @@ def test_list_dir_lists_the_model_files_in_the_same_call(tmp_path: Path) -> None
     (tmp_path / "link.gguf").symlink_to(tmp_path / "a.gguf")
     assert mod.listed(str(tmp_path), "*.gguf") == [str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf")]
     assert mod.listed(str(tmp_path / "missing"), "*.gguf") == []
+
+
+def test_prune_removes_the_models_not_asked_for_with_their_sidecars_in_the_same_call(tmp_path: Path) -> None:
+    keep, gone = tmp_path / "keep.gguf", tmp_path / "gone.gguf"
+    keep.write_bytes(b"k")
+    gone.write_bytes(b"g")
+    sums([keep, gone])  # both get a sidecar
+    (tmp_path / "notes.txt").write_text("not a model")
+    params = {"paths": [str(keep)], "list_dir": str(tmp_path), "prune": True}
+    checked = call(params, "--check")
+    assert checked["changed"] is True and checked["removed"] == [str(gone)]
+    assert gone.exists() and (tmp_path / ".gone.gguf.sha256").exists()  # --check removes nothing
+    done = call(params)
+    assert done["changed"] is True and done["removed"] == [str(gone)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.gguf.sha256", "keep.gguf", "notes.txt"]
+    assert call(params)["changed"] is False

@@ -62,16 +62,43 @@ def test_a_name_is_a_unit_suffix_and_one_safe_path_component(value):
     assert value.isascii() and value.isprintable()
 
 
-def test_the_launch_role_checks_the_same_rule():
-    text = (ROOT / "roles/edgejar_launch/tasks/main.yml").read_text()
-    patterns = set(re.findall(r"^\s*_name: '([^']+)'$", text, re.MULTILINE))
-    assert patterns == {names.NAME_PATTERN}
-    assert text.count("is regex(_name, match_type='fullmatch')") == 2  # the id and the experiment
+def launch_module():
+    import importlib.util
+
+    path = ROOT / "roles/edgejar_launch/library/edgejar_instances.py"
+    spec = importlib.util.spec_from_file_location("edgejar_instances", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_launch_module_checks_the_same_rule():
+    module = launch_module()
+    assert f"^{module.NAME_PATTERN}$" == names.NAME_PATTERN
+    good = {"id": "a", "experiment": "e", "node": "n1", "memory_mib": 64, "address": "10.0.0.2", "port": 9000,
+            "model": "tiny"}  # fmt: skip
+    assert module.bad_entries([good], "n1") is None
+    for bad in (
+        {"id": "../x"},
+        {"experiment": "e\n[Service]"},
+        {"node": "n2"},
+        {"memory_mib": 0},
+        {"port": "x"},
+    ):
+        why = module.bad_entries([good, {**good, "id": "b", **bad}], "n1")
+        assert why and why.startswith(f'instance(s) "{bad.get("id", "b")}": each needs an id'), why
+    assert module.bad_entries(["not a mapping"], "n1").startswith('instance(s) "?"')
+    assert module.bad_entries([good, good], "n1") == "duplicate instance ids: ['a']"
 
 
 def test_no_free_text_reaches_the_root_owned_drop_in():
-    template = (ROOT / "roles/edgejar_launch/templates/10-edgejar.conf.j2").read_text()
-    assert "experiment" not in template and "edgejar_launch_item.id" not in template
+    """The drop-in is rendered by the launch module from numbers alone (memory_mib, the swap setting)."""
+    module = launch_module()
+    entry = {"id": "x\nExecStartPre=/bin/sh", "experiment": "y\n[Service]", "memory_mib": 64}
+    text = module.dropin_text(entry, {"managed": "Ansible managed", "memory_swap_max": "0"})
+    assert text.split("[Service]\n") == [text.split("[Service]\n")[0], "MemoryMax=64M\nMemorySwapMax=0\n"]
+    assert "ExecStartPre" not in text and text.count("[Service]") == 1
 
 
 def write_experiment(tmp: Path, **fields: object) -> Path:

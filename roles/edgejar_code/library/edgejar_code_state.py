@@ -1,20 +1,26 @@
 #!/usr/bin/python
-"""The node's side of edgejar_code's no-op check: the venv probe and the synced tree, in one round trip."""
+"""The node's side of edgejar_code in one round trip: compare the synced tree, remove what no longer ships,
+put the code directory on the venv's import path."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: edgejar_code_state
-short_description: Where the node venv imports the runtime from, and whether the synced code differs
+short_description: Compare the node's synced runtime with the controller's and fix its import path
 description:
-  - Runs the venv's Python once to find its site-packages, the content of the C(.pth) file there and
-    where it imports C(runner) from.
+  - Finds the venv's site-packages (C(lib/python3*/site-packages); the venv's Python is run only when
+    that is not one directory) and writes the C(.pth) file there that puts C(dest) on the import path
+    when its content differs. Fails when site-packages itself holds a C(runner) package or module (it
+    would be imported instead).
   - Walks C(dest)/<path> for each of C(paths) the way rsync's quick check compares (a file's size and
     modification time in whole seconds, a symlink's target, that a directory exists; names matching
     C(excludes) left out) and lists every path where it differs from C(want) (the controller's tree, from
     the lookup C(edgejar_tree)). An empty list means rsync would send nothing.
-  - Lists what the synced paths' parent directories hold besides them (C(stale)).
-  - Reads only; never reports C(changed). Supports check mode.
+  - Removes what the synced paths' parent directories hold besides them (C(stale)), for example the
+    modules an earlier deploy sent that no longer ship.
+  - The tree is only compared here; sending it is rsync's job (role edgejar_transfer). C(changed) means
+    the C(.pth) file was written or stale paths were removed. Supports check mode (reports what it would
+    change, changes nothing).
 options:
   venv: {description: The node runtime's venv., type: path, required: true}
   pth_name: {description: The .pth file in the venv's site-packages., type: str, required: true}
@@ -27,8 +33,8 @@ author: edgejar
 
 RETURN = r"""
 site: {description: The venv's site-packages., type: str, returned: success}
-pth: {description: The .pth file's content, or null when it is missing., type: str, returned: success}
-origin: {description: The file C(runner) is imported from, or null., type: str, returned: success}
+pth: {description: The .pth file's content before this run (null - missing)., type: str, returned: success}
+pth_written: {description: The .pth file was written (or would be, --check)., type: bool, returned: success}
 differs:
   description: Up to 20 paths that differ, each with why (missing, extra, or what the node has).
   type: list
@@ -36,27 +42,23 @@ differs:
 n_differs: {description: How many paths differ in all., type: int, returned: success}
 stale:
   description:
-    - What the parent directories of C(paths) hold besides them on the node (absolute paths), for example
-      the modules an earlier deploy sent that no longer ship; names matching C(excludes) are not listed.
+    - What the parent directories of C(paths) held besides them on the node (absolute paths), removed
+      (or that would be, in check mode); names matching C(excludes) are left alone.
   type: list
   returned: success
 """
 
 import fnmatch
-import json
+import glob
 import os
+import shutil
 import stat
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-PROBE = """
-import importlib.util, json, pathlib, sys, sysconfig
-site = pathlib.Path(sysconfig.get_path("purelib"))
-pth = site / sys.argv[1]
-spec = importlib.util.find_spec("runner")
-print(json.dumps({"site": str(site), "pth": pth.read_text() if pth.exists() else None,
-                  "origin": spec.origin if spec else None}))
-"""
+# Run in the venv's Python only when its site-packages is not the one lib/python3*/site-packages.
+PROBE = 'import sysconfig; print(sysconfig.get_path("purelib"))'
 SHOWN = 20
 
 
@@ -126,6 +128,51 @@ def differences(want: dict[str, str], have: dict[str, str]) -> list[str]:
     return out
 
 
+def site_packages(module: AnsibleModule, venv: str) -> str:
+    python = os.path.join(venv, "bin", "python")
+    if not os.access(python, os.X_OK):
+        module.fail_json(msg=f"{python} does not exist; run playbooks/provision.yml on this node first")
+    found = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
+    if len(found) == 1:
+        return found[0]
+    rc, out, err = module.run_command([python, "-B", "-c", PROBE])
+    if rc != 0 or not out.strip().startswith("/"):
+        module.fail_json(
+            msg=f"cannot run {python} ({(err or out).strip()[-500:]}); "
+            "run playbooks/provision.yml on this node first"
+        )
+    return out.strip()
+
+
+def read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_pth(path: str, text: str) -> None:
+    """Replace the .pth file atomically (root-owned, 0644)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".edgejar-pth.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -139,22 +186,31 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    python = os.path.join(p["venv"], "bin", "python")
-    if not os.access(python, os.X_OK):
-        module.fail_json(msg=f"{python} does not exist; run playbooks/provision.yml on this node first")
-    rc, out, err = module.run_command([python, "-B", "-c", PROBE, p["pth_name"]])
-    if rc != 0:
-        module.fail_json(
-            msg=f"cannot run {python} ({(err or out).strip()[-500:]}); "
-            "run playbooks/provision.yml on this node first"
-        )
-    try:
-        probe = json.loads(out)
-    except ValueError:
-        module.fail_json(msg=f"{python}: unexpected probe output {out[-500:]!r}")
-    diff = differences(p["want"], tree(p["dest"], p["paths"], p["excludes"]))
+    site = site_packages(module, p["venv"])
+    pth_path = os.path.join(site, p["pth_name"])
+    pth = read(pth_path)
+    wanted_pth = p["dest"] + "\n"
     extra = stale(p["dest"], p["paths"], p["excludes"])
-    module.exit_json(changed=False, differs=diff[:SHOWN], n_differs=len(diff), stale=extra, **probe)
+    diff = differences(p["want"], tree(p["dest"], p["paths"], p["excludes"]))
+    shadow = [
+        x for x in (os.path.join(site, "runner"), os.path.join(site, "runner.py")) if os.path.lexists(x)
+    ]
+    if shadow:
+        module.fail_json(msg=f"{shadow[0]} would be imported instead of {p['dest']}/runner; remove it")
+    if not module.check_mode:
+        for path in extra:
+            remove(path)
+        if pth != wanted_pth:
+            write_pth(pth_path, wanted_pth)
+    module.exit_json(
+        changed=bool(extra) or pth != wanted_pth,
+        differs=diff[:SHOWN],
+        n_differs=len(diff),
+        stale=extra,
+        site=site,
+        pth=pth,
+        pth_written=pth != wanted_pth,
+    )
 
 
 if __name__ == "__main__":

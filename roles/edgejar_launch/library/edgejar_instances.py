@@ -23,10 +23,26 @@ options:
   group: {description: The service group (may read configs)., type: str, required: true}
   template: {description: The rendered template unit., type: str, required: true}
   instances:
-    description: Desired instances, each with id, address, port, config (text) and dropin (text).
+    description:
+      - Desired instances, the node's placement entries (id, experiment, address, port, memory_mib, model
+        and the rest). Checked before anything is written - ids and experiment names follow edgejar's
+        name rule, C(node) (when given) is C(host), ids are unique; the offending entries are named.
+      - Each one's config file is the entry plus model_path, data_dir and peer_secret_file,
+        as indented JSON with sorted keys; its drop-in sets C(MemoryMax) from memory_mib (and
+        C(MemorySwapMax)), numbers only, so no name or other free text reaches the root-owned unit file.
     type: list
-    elements: dict
+    elements: raw
     required: true
+  models_dir: {description: Where the node's models are (model_path's directory)., type: path, required: true}
+  catalog:
+    description:
+      - The model catalog, model name -> entry with C(file) (its file name in models_dir); a model not in
+        it is a path, and its base name is the file name.
+    type: dict
+    default: {}
+  secrets_dir: {description: Directory of the C(<experiment>.key) peer secrets., type: path, required: true}
+  memory_swap_max: {description: The drop-ins' C(MemorySwapMax) (empty - left out)., type: str, default: "0"}
+  managed: {description: The drop-ins' first comment line., type: str, default: Ansible managed}
   files:
     description:
       - Other files (path, owner, group, mode, instances), e.g. secrets, whose contents come in
@@ -65,6 +81,7 @@ lines:
 """
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -100,6 +117,70 @@ def _meta_ok(path: str, uid: int, gid: int, mode: int) -> bool | None:
     except FileNotFoundError:
         return None
     return (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode)
+
+
+# runner/names.py NAME_PATTERN, the one name rule (tests/unit/test_names.py keeps them equal).
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+
+
+def bad_entries(entries: list[Any], host: str) -> str | None:
+    """Why the placement entries cannot be launched on `host` (the offending ids named), or None."""
+    name = re.compile(NAME_PATTERN)
+
+    def ok(item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        try:
+            numbers = int(item.get("memory_mib", 0)) > 0 and int(item.get("port", 0)) > 0
+        except (TypeError, ValueError):
+            return False
+        return (
+            all(isinstance(item.get(k), str) and name.fullmatch(item[k]) for k in ("id", "experiment"))
+            and item.get("node", host) == host
+            and numbers
+            and bool(item.get("address"))
+            and bool(item.get("model"))
+        )
+
+    def label(item: Any) -> str:
+        return json.dumps(str(item.get("id", "?") if isinstance(item, dict) else "?")[:64])
+
+    bad = [label(e) for e in entries if not ok(e)]
+    if bad:
+        return (
+            f"instance(s) {', '.join(bad)}: each needs an id and an experiment name of 1-64 letters, digits, "
+            f"_ . - (not starting with . or -), node {host}, memory_mib, address, port and model"
+        )
+    ids = [e["id"] for e in entries]
+    if len(set(ids)) != len(ids):
+        return f"duplicate instance ids: {sorted({i for i in ids if ids.count(i) > 1})}"
+    return None
+
+
+def config_text(entry: dict[str, Any], p: dict[str, Any]) -> str:
+    """The instance's config file: its placement entry plus where its model, data and secret are."""
+    model = str(entry["model"])
+    file = p["catalog"].get(model, {}).get("file", os.path.basename(model))
+    extra = {
+        "model_path": os.path.join(p["models_dir"], file),
+        "data_dir": p["data_dir"],
+        "peer_secret_file": os.path.join(p["secrets_dir"], f"{entry['experiment']}.key"),
+    }
+    return json.dumps({**entry, **extra}, indent=4, sort_keys=True, separators=(",", ": ")) + "\n"
+
+
+def dropin_text(entry: dict[str, Any], p: dict[str, Any]) -> str:
+    """The instance's memory ceiling (numbers only: this is a root-owned unit file)."""
+    lines = [
+        f"# {p['managed']}",
+        "# The instance's memory ceiling from its placement (no names or other free text here: this is a",
+        "# root-owned unit file).",
+        "[Service]",
+        f"MemoryMax={int(entry['memory_mib'])}M",
+    ]
+    if p["memory_swap_max"]:
+        lines.append(f"MemorySwapMax={p['memory_swap_max']}")
+    return "\n".join(lines) + "\n"
 
 
 class Node:
@@ -262,12 +343,14 @@ class Reconcile:
         for inst in p["instances"]:
             iid = inst["id"]
             if node.file(
-                os.path.join(p["config_dir"], f"{iid}.json"), inst["config"], "root", p["group"], 0o640
+                os.path.join(p["config_dir"], f"{iid}.json"), config_text(inst, p), "root", p["group"], 0o640
             ):
                 self.why[iid].append("config changed")
             dropin_dir = os.path.join(p["unit_dir"], f"{self.name(iid)}.d")
             self.changed |= node.directory(dropin_dir, "root", "root", 0o755)
-            if node.file(os.path.join(dropin_dir, "10-edgejar.conf"), inst["dropin"], "root", "root", 0o644):
+            if node.file(
+                os.path.join(dropin_dir, "10-edgejar.conf"), dropin_text(inst, p), "root", "root", 0o644
+            ):
                 self.why[iid].append("memory ceiling changed")
                 self.units_changed = True
             if template:
@@ -426,7 +509,12 @@ def main() -> None:
             "user": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},
             "template": {"type": "str", "required": True},
-            "instances": {"type": "list", "elements": "dict", "required": True},
+            "instances": {"type": "list", "required": True},  # checked by bad_entries
+            "models_dir": {"type": "path", "required": True},
+            "catalog": {"type": "dict", "default": {}},
+            "secrets_dir": {"type": "path", "required": True},
+            "memory_swap_max": {"type": "str", "default": "0"},
+            "managed": {"type": "str", "default": "Ansible managed"},
             # Only the contents are secret: a no_log value is masked wherever it appears in the output,
             # so the files' paths and instance ids must not be part of it.
             "files": {"type": "list", "elements": "dict", "default": []},
@@ -438,6 +526,15 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    for key in ("memory_swap_max", "managed"):
+        if any(c in module.params[key] for c in "\r\n"):
+            module.fail_json(msg=f"{key} must be one line (it goes into a unit file)")
+    host = module.params["host"]
+    why = bad_entries(module.params["instances"], host)
+    if why:
+        module.fail_json(
+            msg=f"{host}: host_vars/{host}/placement.yml: {why}; re-run `python -m runner place`."
+        )
     rec = Reconcile(module)
     rec.files()
     if rec.p["prune"]:

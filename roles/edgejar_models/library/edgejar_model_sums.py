@@ -12,8 +12,8 @@ description:
     a sidecar file beside it (C(.<name>.sha256), JSON with the file's size, modification time and inode).
     A later run takes the sha256 from the sidecar while all three still match. A file replaced by rsync
     or a download (a new inode) or written in place (a new modification time) is read again.
-  - Writing a sidecar is bookkeeping, not a change of the node, so the module never reports C(changed).
-    Under C(--check) it reads but writes no sidecar.
+  - Writing a sidecar is bookkeeping, not a change of the node; C(changed) means C(prune) removed files.
+    Under C(--check) it reads but writes and removes nothing.
 options:
   paths:
     description: Absolute paths of the files.
@@ -35,6 +35,12 @@ options:
     description: Shell pattern of the files C(list_dir) lists.
     type: str
     default: "*.gguf"
+  prune:
+    description:
+      - Remove the files C(list_dir) lists that are not in C(paths), with their sidecars (no second
+        round trip).
+    type: bool
+    default: false
 author: edgejar
 """
 
@@ -44,9 +50,13 @@ files:
   type: dict
   returned: always
 present:
-  description: The matching files in C(list_dir), sorted (only when list_dir is given).
+  description: The matching files in C(list_dir) before any pruning, sorted (only when list_dir is given).
   type: list
   returned: when list_dir is given
+removed:
+  description: The files C(prune) removed (or would remove, in check mode), sorted.
+  type: list
+  returned: always
 """
 
 import fnmatch
@@ -158,16 +168,27 @@ def main() -> None:
             "remember": {"type": "bool", "default": True},
             "list_dir": {"type": "path"},
             "pattern": {"type": "str", "default": "*.gguf"},
+            "prune": {"type": "bool", "default": False},
         },
+        required_if=[("prune", True, ("list_dir",))],
         supports_check_mode=True,
     )
     try:
         files = sums(module.params["paths"], module.params["remember"], not module.check_mode, module.warn)
     except SumError as exc:
         module.fail_json(msg=str(exc))
-    result: dict[str, object] = {"changed": False, "files": files}
+    result: dict[str, object] = {"changed": False, "files": files, "removed": []}
     if module.params["list_dir"]:
-        result["present"] = listed(module.params["list_dir"], module.params["pattern"])
+        present = listed(module.params["list_dir"], module.params["pattern"])
+        result["present"] = present
+        if module.params["prune"]:
+            keep = set(module.params["paths"])
+            gone = [path for path in present if path not in keep]
+            for path in gone if not module.check_mode else []:
+                for target in (path, sidecar_of(path)):
+                    if os.path.lexists(target):
+                        os.unlink(target)
+            result.update(changed=bool(gone), removed=gone)
     module.exit_json(**result)
 
 
