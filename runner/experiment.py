@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-from runner import names, yamlio
+from runner import names
 from runner.errors import InputError
+from runner.files import yamlio
 from runner.node import config as node_config
 from runner.node.config import MODES, RUNTIME_DEFAULTS
 from runner.training import spec as training_spec
@@ -301,7 +302,7 @@ def _training(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
     if not isinstance(enabled, bool):
         raise _Where(path).error("enabled", f"must be true or false, got {enabled!r}")
     # The project `place` writes paths relative to (requirements imports this module, hence here).
-    from runner.requirements import project_root
+    from runner.planning.requirements import project_root
 
     spec = training_spec.parse(path, data, project_root(), _gb_field)
     return Experiment(

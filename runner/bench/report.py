@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner import atomic
 from runner.bench.store import Result, Run
 from runner.bench.table import METRICS, run_rows
+from runner.files import atomic
 from runner.results import plots
 from runner.results.report import STYLE, esc, html_figure, html_table
 

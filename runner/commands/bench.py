@@ -29,7 +29,7 @@ from runner.commands.results import add_results_dir
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
 from runner.node.cli import positive_int
-from runner.requirements import is_known_model
+from runner.planning.requirements import is_known_model
 
 DB_NAME = "bench.sqlite3"
 REPORT_RUNS = 6  # the report after a run shows the last this many runs side by side

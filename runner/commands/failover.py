@@ -1,6 +1,6 @@
 """`python -m runner failover [NODE...]`: move the instances of UNAVAILABLE nodes to the others, then deploy
-and launch them there (runner/failover.py). Exit 0 done (or nothing to do), 1 deploy/launch failed on a
-host (named) or not confirmed, 2 bad input or no room for the instances (nothing written then)."""
+and launch them there (runner/planning/failover.py). Exit 0 done (or nothing to do), 1 deploy/launch
+failed on a host (named) or not confirmed, 2 bad input or no room for the instances (nothing written then)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from runner import failover, inventory, requirements
+from runner import inventory
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.health import poll_with_grace
 from runner.commands.up import add_extra_vars, extra_vars
@@ -18,6 +18,7 @@ from runner.health.cluster import HealthService
 from runner.health.model import Status
 from runner.health.status import Thresholds
 from runner.placement.policies import POLICIES
+from runner.planning import failover, requirements
 
 GRACE_DEFAULT_S = 30.0  # the monitor's: a node is UNAVAILABLE only after SSH failed this long
 

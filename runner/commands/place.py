@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner import atomic, hostvars, inventory, requirements
+from runner import inventory
 from runner.commands.common import add_inventory, inventory_path, table
 from runner.errors import EdgejarError, InputError
 from runner.experiment import load_files
+from runner.files import atomic
 from runner.placement import Placement, Problem, Verdict, place
 from runner.placement.model import fmt_gb
 from runner.placement.policies import POLICIES
+from runner.planning import hostvars, requirements
 from runner.training import plan as training_plan
 
 MIN_TIMEOUT_S = 0.1

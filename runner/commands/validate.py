@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from runner import inventory, requirements
+from runner import inventory
 from runner.commands.common import add_inventory, inventory_path, table
 from runner.experiment import load_files
 from runner.placement.model import fmt_gb
+from runner.planning import requirements
 from runner.training import plan as training_plan
 
 

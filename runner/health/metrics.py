@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from runner import atomic
+from runner.files import atomic
 from runner.health.cluster import ClusterHealth
 from runner.health.model import Status
 

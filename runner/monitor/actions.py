@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner import atomic, names
+from runner import names
 from runner.errors import InputError
+from runner.files import atomic
 
 INSTANCE_ACTIONS = ("restart", "stop")
 MAINTENANCE_FILE = "maintenance.yml"

@@ -20,7 +20,6 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
-from runner import failover as fo
 from runner.errors import EdgejarError
 from runner.health import metrics
 from runner.health.cluster import ClusterHealth, HealthService
@@ -28,6 +27,7 @@ from runner.health.model import InstanceRow, Status
 from runner.monitor import actions
 from runner.monitor import format as fmt
 from runner.monitor.widgets import ConfirmScreen, LogPane
+from runner.planning import failover as fo
 
 NODE_COLUMNS = ("node", "host", "status", "memory (vs node_ram_gb)", "gpu", "instances", "seen", "notes")
 INSTANCE_COLUMNS = (

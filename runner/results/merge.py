@@ -29,7 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runner import atomic, names
+from runner import names
+from runner.files import atomic
 from runner.node import records
 
 NODES_DIR = ".nodes"

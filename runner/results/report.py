@@ -12,7 +12,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner import atomic
+from runner.files import atomic
 from runner.inventory import Cluster
 from runner.results import activity, excerpts, modes, plots, provenance
 from runner.results.merge import DB_NAME

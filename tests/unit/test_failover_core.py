@@ -1,4 +1,4 @@
-"""Fail over (runner/failover.py and `python -m runner failover`): only the dead node's instances move (plus
+"""Fail over (runner/planning/failover.py and `python -m runner failover`): only the dead node's instances move (plus
 what the planner must displace, named as such), an impossible fail over writes nothing and exits 2, unknown
 nodes exit 2, and deploy/launch run only on the live nodes. Playbooks are a stand-in here (recorded calls);
 the real deploy and launch on the simulated cluster are in tests/integration/test_failover.py."""
@@ -15,10 +15,11 @@ import pytest
 import yaml
 from ansible.plugins.vars import host_group_vars
 
-from runner import ansible_bridge, failover, inventory
+from runner import ansible_bridge, inventory
 from runner.ansible_bridge import HostProgress, PlaybookResult
 from runner.cli import main
 from runner.errors import InputError
+from runner.planning import failover
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("jetson", "rpi1", "rpi2", "host")

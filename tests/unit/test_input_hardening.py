@@ -17,11 +17,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import atomic, hostvars, inventory, requirements
+from runner import inventory
 from runner.cli import main
 from runner.errors import InputError
 from runner.experiment import load_files
+from runner.files import atomic
 from runner.node import config as node_config
+from runner.planning import hostvars, requirements
 from tests.conftest import ROOT
 
 

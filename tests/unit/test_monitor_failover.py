@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from ansible.plugins.vars import host_group_vars
 
-from runner import failover, inventory
+from runner import inventory
 from runner.ansible_bridge import PlaybookResult, Progress
 from runner.cli import main
 from runner.health.cluster import HealthService
 from runner.health.status import Thresholds
 from runner.monitor.app import LogStream, MonitorApp
 from runner.monitor.widgets import ConfirmScreen
+from runner.planning import failover
 from tests.unit.test_health_fixtures import Clock, FakePoller, down
 
 ROOT = Path(__file__).resolve().parents[2]

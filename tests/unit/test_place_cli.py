@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner import atomic
 from runner.cli import main
+from runner.files import atomic
 
 SEEDS = ["experiments/split_brain.yml", "experiments/hive_cluster.yml"]
 

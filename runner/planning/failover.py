@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner import ansible_bridge, atomic, hostvars, inventory, requirements
+from runner import ansible_bridge, inventory
 from runner.errors import EdgejarError, InputError, NoPlacementError
 from runner.experiment import load_files
+from runner.files import atomic
 from runner.placement import Placement, Problem, place
 from runner.placement.model import Move
+from runner.planning import hostvars, requirements
 from runner.training import plan as training_plan
 
 PLAYBOOKS = ("deploy.yml", "launch.yml")
