@@ -1,5 +1,6 @@
-"""`python -m runner.node run --config FILE`, `python -m runner.node record-exit --config FILE` and
-`python -m runner.node bench --model FILE ...` (runner/node/bench.py)."""
+"""`python -m runner.node run --config FILE`, `python -m runner.node record-exit --config FILE`,
+`python -m runner.node bench --model FILE ...` (runner/node/bench.py) and
+`python -m runner.node train --config FILE` (runner/node/train.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,30 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("/opt/edgejar/wheelhouse/installed.txt"),
         help="roles/edgejar_llama's install record (the wheel key)",
     )
+    train = sub.add_parser("train", help="run this node's part of a torch_distributed job (torchrun)")
+    train.add_argument("--config", required=True, type=Path, help="the training unit's config JSON")
+    train.add_argument(
+        "--app-dir", type=Path, default=Path("/opt/edgejar/app"), help="where deploy put the code"
+    )
+    train.add_argument("--print", action="store_true", help="print the command and environment, run nothing")
     return p
+
+
+def train(args: argparse.Namespace) -> int:
+    import json
+
+    from runner.node import train as train_mod
+
+    entry = train_mod.load(args.config)
+    argv, env = train_mod.prepare(entry, sys.executable, args.app_dir)
+    if args.print:
+        shown = {k: v for k, v in env.items() if k.startswith(("GLOO_", "EDGEJAR_TRAINING_"))}
+        print(json.dumps({"argv": argv, "env": shown}, indent=2, sort_keys=True), flush=True)
+        return 0
+    log.info("%s: %s (GLOO_SOCKET_IFNAME=%s)", entry["id"], " ".join(argv), env["GLOO_SOCKET_IFNAME"])
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)  # the unit's main process becomes torchrun (signals reach it directly)
+    return 0  # not reached
 
 
 def positive_int(text: str) -> int:
@@ -162,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench(args)
+        if args.command == "train":
+            return train(args)
         return run(args.config) if args.command == "run" else record_exit(args.config)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""The node half of a torch_distributed job that needs no torch: the torchrun command line and the
+environment built from the unit entries `place` writes, and the gloo interface taken from the route to
+the rendezvous address. `ip` runs for real where this machine can answer (its loopback); the routes of a
+cluster the unit tests do not have are given as `ip -j` would print them. torch itself is not installed
+here: running the ranks is for the simulated cluster (not built yet, issue 14)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.cli import main
+from runner.errors import InputError
+from runner.node import train
+from tests.unit.test_training_plan import training_entries, write_job
+
+
+def fake_ip(routes: dict[str, dict[str, Any]], links: dict[str, str]) -> Any:
+    """`ip -j route get ADDR` and `ip -j addr show to ADDR` answered from the given tables."""
+
+    def run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        addr = argv[-1]
+        if argv[2] == "route":
+            out: list[dict[str, Any]] = [{"dst": addr, **routes[addr]}] if addr in routes else []
+        else:
+            out = [{"ifname": links[addr]}] if addr in links else []
+        return subprocess.CompletedProcess(argv, 0, json.dumps(out), "")
+
+    return run
+
+
+def test_each_node_runs_torchrun_for_its_unit_of_the_placed_job(project: Path, capsys: Any) -> None:
+    assert main(["place", str(write_job(project))]) == 0
+    capsys.readouterr()
+    units = {node: entries[0] for node, entries in training_entries(project).items() if entries}
+    assert len(units) == 3
+    host = next(e for e in units.values() if e["unit_index"] == 0)
+    rdzv = host["address"]
+    for node, entry in units.items():
+        on_host = node == host["node"]
+        run = fake_ip(
+            {
+                rdzv: {"type": "local", "dev": "lo"}
+                if on_host
+                else {"dev": "eth1", "prefsrc": entry["address"]}
+            },
+            {rdzv: "eth1"},
+        )
+        argv, env = train.prepare(entry, "/opt/edgejar/venv/bin/python", Path("/opt/edgejar/app"), run)
+        assert argv[:3] == ["/opt/edgejar/venv/bin/python", "-m", "torch.distributed.run"]
+        assert "--nnodes=3" in argv and "--nproc-per-node=1" in argv and "--rdzv-backend=c10d" in argv
+        assert f"--rdzv-endpoint={rdzv}:29500" in argv and "--rdzv-id=mlp" in argv
+        assert f"--local-addr={entry['address']}" in argv  # never the host name (127.0.1.1 on Debian)
+        assert argv[-3:] == ["/opt/edgejar/app/experiments/train_mlp.py", "--steps", "50"]
+        assert env["GLOO_SOCKET_IFNAME"] == "eth1"  # on the rendezvous node too: the address's interface
+        assert env["EDGEJAR_TRAINING_BACKEND"] == "gloo" and env["EDGEJAR_TRAINING_UNIT"] == entry["id"]
+
+
+def test_a_module_entry_point_runs_with_dash_m() -> None:
+    entry = {"id": "j-0", "experiment": "j", "address": "10.0.0.2", "nnodes": 1, "nproc_per_node": 2,
+             "rdzv_endpoint": "10.0.0.2:29500", "backend": "gloo", "max_restarts": 0,
+             "module": "mypkg.train", "args": ["--lr", "0.1"]}  # fmt: skip
+    assert train.command(entry, "python", Path("/app"))[-4:] == ["-m", "mypkg.train", "--lr", "0.1"]
+    with pytest.raises(InputError, match="missing rdzv_endpoint"):
+        train.command({**entry, "rdzv_endpoint": ""}, "python", Path("/app"))
+
+
+def test_loopback_is_refused_for_a_job_over_nodes_with_the_reason() -> None:
+    run = fake_ip({"10.0.0.9": {"dev": "lo"}}, {})
+    with pytest.raises(InputError, match="no interface reaches the rendezvous address 10.0.0.9"):
+        train.gloo_interface("10.0.0.9", 2, run)
+    # This machine's real loopback: fine for a one-node job, refused for two.
+    assert train.gloo_interface("127.0.0.1", 1) == "lo"
+    with pytest.raises(InputError, match="on loopback here; a job over 2 nodes needs the cluster address"):
+        train.gloo_interface("127.0.0.1", 2)
+
+
+def node_train(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner.node", "train", "--config", str(config), "--print"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_the_node_command_prints_the_plan_or_exits_2_with_the_reason(tmp_path: Path) -> None:
+    entry = {"id": "solo-0", "experiment": "solo", "address": "127.0.0.1", "nnodes": 1, "nproc_per_node": 1,
+             "rdzv_endpoint": "127.0.0.1:29500", "backend": "gloo", "max_restarts": 1,
+             "entry": "experiments/t.py", "args": []}  # fmt: skip
+    config = tmp_path / "solo-0.json"
+    config.write_text(json.dumps(entry))
+    out = node_train(config)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert (
+        shown["env"]["GLOO_SOCKET_IFNAME"] == "lo"
+        and shown["argv"][-1] == "/opt/edgejar/app/experiments/t.py"
+    )
+    config.write_text(json.dumps({**entry, "nnodes": 2}))
+    refused = node_train(config)
+    assert refused.returncode == 2 and "a job over 2 nodes needs the cluster address" in refused.stderr
+    config.write_text("[1, 2]")
+    assert node_train(config).returncode == 2
