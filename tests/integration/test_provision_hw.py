@@ -158,3 +158,42 @@ def test_jetson_cuda_env_and_power_mode(hw_runs: dict[str, Run], node_state: dic
     assert "R36.4.0" in reported["jetson"]["msg"], reported
     for host in ("rpi1", "rpi2", "host"):
         assert not any(line.startswith("PATH=") for line in node_state[host].splitlines()), node_state[host]
+
+
+def test_swap_file_resized_then_removed_then_restored(
+    hw_runs: dict[str, Run], sim: Sim, runner_dir: Path
+) -> None:
+    """edgejar_swap's state switch on the plain backend: another size remakes the file (and changes nothing
+    the second time), state absent removes the file and its fstab line, and the default comes back."""
+
+    def swap(name: str, cmdline: str = "--tags swap", **over: Any) -> Run:
+        r = runs.provision(sim, runner_dir, name, {**HW_VARS, **over}, cmdline=cmdline)
+        assert r.status == "successful", (name, r.stats, r.failures())
+        return r
+
+    def state(name: str) -> dict[str, str]:
+        out = adhoc(
+            sim, runner_dir, name, "edgejar_nodes", "ansible.builtin.shell",
+            "stat -c 'swapfile %s' /swapfile 2>/dev/null || echo no swapfile; "
+            "blkid -p -o value -s TYPE /swapfile 2>/dev/null; echo fstab $(grep -c '^/swapfile ' /etc/fstab)",
+        )  # fmt: skip
+        return {host: res["stdout"] for host, res in out.items()}
+
+    swap("hw-swap-32", edgejar_swap_size_mb=32)
+    for host, out in state("hw-swap-32-state").items():
+        assert out.splitlines() == [f"swapfile {32 * 1024 * 1024}", "swap", "fstab 1"], (host, out)
+    again = swap("hw-swap-32-again", edgejar_swap_size_mb=32)
+    assert not any(again.stats.get("changed", {}).values()), again.stats["changed"]
+
+    checked = swap("hw-swap-absent-check", edgejar_swap_state="absent", cmdline="--tags swap --check")
+    assert set(checked.stats.get("changed", {})) == set(HOSTS), checked.stats
+    assert all("swapfile" in out.splitlines()[0] for out in state("hw-swap-check-state").values())
+    swap("hw-swap-absent", edgejar_swap_state="absent")
+    for host, out in state("hw-swap-absent-state").items():
+        assert out.splitlines() == ["no swapfile", "fstab 0"], (host, out)
+    again = swap("hw-swap-absent-again", edgejar_swap_state="absent")
+    assert not any(again.stats.get("changed", {}).values()), again.stats["changed"]
+
+    swap("hw-swap-64", edgejar_swap_size_mb=64)  # as the other tests left it
+    for host, out in state("hw-swap-64-state").items():
+        assert out.splitlines() == [f"swapfile {64 * 1024 * 1024}", "swap", "fstab 1"], (host, out)
