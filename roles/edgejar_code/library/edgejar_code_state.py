@@ -187,29 +187,27 @@ def main() -> None:
     )
     p = module.params
     site = site_packages(module, p["venv"])
+    shadow = [x for x in (f"{site}/runner", f"{site}/runner.py") if os.path.lexists(x)]
+    if shadow:  # before anything is walked or written
+        module.fail_json(msg=f"{shadow[0]} would be imported instead of {p['dest']}/runner; remove it")
     pth_path = os.path.join(site, p["pth_name"])
     pth = read(pth_path)
-    wanted_pth = p["dest"] + "\n"
+    write = pth != p["dest"] + "\n"
     extra = stale(p["dest"], p["paths"], p["excludes"])
     diff = differences(p["want"], tree(p["dest"], p["paths"], p["excludes"]))
-    shadow = [
-        x for x in (os.path.join(site, "runner"), os.path.join(site, "runner.py")) if os.path.lexists(x)
-    ]
-    if shadow:
-        module.fail_json(msg=f"{shadow[0]} would be imported instead of {p['dest']}/runner; remove it")
     if not module.check_mode:
         for path in extra:
             remove(path)
-        if pth != wanted_pth:
-            write_pth(pth_path, wanted_pth)
+        if write:
+            write_pth(pth_path, p["dest"] + "\n")
     module.exit_json(
-        changed=bool(extra) or pth != wanted_pth,
+        changed=bool(extra) or write,
         differs=diff[:SHOWN],
         n_differs=len(diff),
         stale=extra,
         site=site,
         pth=pth,
-        pth_written=pth != wanted_pth,
+        pth_written=write,
     )
 
 
