@@ -9,7 +9,10 @@ experiment files (for a baseline: `git worktree add /tmp/before <commit>` and po
 
 On the simulated cluster the instances run on this machine's own CPUs, beside Ansible; on real boards
 they do not. `--cycle-delay S` gives every instance S seconds between cycles (`cycle_delay_s`), so the
-instances are mostly idle and what is measured is the deploy and launch path itself, as on boards.
+instances are mostly idle and what is measured is the deploy and launch path itself, as on boards. A
+restarted instance still runs its first cycle at once (a model load and a generation on the shared
+CPUs), so before each timed run the benchmark waits until this machine's CPUs are idle again (under 25 %
+busy over one second; `--settle S` waits at most S seconds, 0 not at all); the wait is not timed.
 
 Every timed run is checked, not only timed: a no-op must leave every instance's main PID unchanged; an
 edit must restart exactly the edited instance and return with it answering (launch waits for that).
@@ -66,6 +69,28 @@ def pids(inventory: str, root: Path) -> dict[str, str]:
     return found
 
 
+def busy_over(seconds: float) -> float:
+    """The fraction of this machine's CPU time that was busy over the next `seconds` (/proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(limit: float) -> float:
+    """Wait until the CPUs are idle (under 25 % busy over a second), at most `limit` s; the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit and busy_over(1.0) >= 0.25:
+        pass
+    return time.monotonic() - t0
+
+
 def timed(argv: list[str], root: Path) -> float:
     t0 = time.monotonic()
     sh(argv, root, env_for(root))
@@ -96,6 +121,10 @@ def main() -> int:
     parser.add_argument(
         "--cycle-delay", type=float, default=None, metavar="S", help="cycle_delay_s of every instance"
     )
+    parser.add_argument(
+        "--settle", type=float, default=90.0, metavar="S",
+        help="before each timed run, wait at most S s for the CPUs to be idle (0: do not wait)",
+    )  # fmt: skip
     args = parser.parse_args()
     root = args.root.resolve()
     sources = args.experiments or sorted((ROOT / "experiments/demo").glob("*.yml"))
@@ -119,32 +148,40 @@ def main() -> int:
     target = yaml.safe_load(files[0].read_text())["instances"][0]["id"]
     original = files[0].read_text()
     results: dict[str, list[float]] = {"noop_up": [], "edit_up": [], "noop_deploy": []}
+    waited: list[float] = []
+
+    def run(argv: list[str]) -> float:
+        waited.append(settle(args.settle))
+        return timed(argv, root)
+
     try:
         timed(up, root)  # bring everything to the state of the files first
         for _ in range(args.runs):
             before = pids(inventory, root)
-            results["noop_up"].append(timed(up, root))
+            results["noop_up"].append(run(up))
             if pids(inventory, root) != before:
                 sys.exit("a no-op `runner up` restarted an instance")
         for n in range(args.runs):
             before = pids(inventory, root)
             edit(files[0], target, n)
-            results["edit_up"].append(timed(up, root))
+            results["edit_up"].append(run(up))
             after = pids(inventory, root)
             restarted = sorted(u for u in before if after.get(u) != before[u])
             if restarted != [f"edgejar-instance@{target}.service"]:
                 sys.exit(f"editing {target} restarted {restarted or 'nothing'}")
         for _ in range(args.runs):
-            results["noop_deploy"].append(timed(deploy, root))
+            results["noop_deploy"].append(run(deploy))
     finally:
         files[0].write_text(original)
         timed(up, root)  # leave the cluster as the copies describe it
     summary = {k: stats(v) for k, v in results.items()}
     print(f"{'step':<14} {'median':>8} {'min':>8} {'max':>8}   ({args.runs} runs, {root})")
+    print(f"(waited for idle CPUs before each run: up to {max(waited, default=0):.0f} s)")
     for k, s in summary.items():
         print(f"{k:<14} {s['median']:8.2f} {s['min']:8.2f} {s['max']:8.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"root": str(root), "runs": results, "summary": summary}, indent=2))
+        record = {"root": str(root), "runs": results, "summary": summary, "settle_s": waited}
+        args.json.write_text(json.dumps(record, indent=2))
     return 0
 
 

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     started = _now()
     if not args.skip_deploy:
         print(f"==> deploy.yml: code and {', '.join(models)} to {limit}", file=sys.stderr)
-        deploy_vars = {**extra, "edgejar_models_instances": [{"model": m} for m in models]}
+        deploy_vars = {**extra, "edgejar_deploy_instances": [{"model": m} for m in models]}
         deployed = ansible_bridge.run_playbook("deploy.yml", inv, extravars=deploy_vars, limit=limit)
         deployed.raise_for_failures()
     bench_vars: dict[str, Any] = {

@@ -110,7 +110,7 @@ def wheel_key(record: Path) -> str:
 
 
 def model_sha256(path: Path) -> str:
-    """The sidecar's sha256 when it still describes this file (roles/edgejar_models writes it: same size,
+    """The sidecar's sha256 when it still describes this file (roles/edgejar_deploy writes it: same size,
     mtime and inode), else read the file."""
     st = path.stat()
     try:

@@ -103,7 +103,7 @@ def launched(
     assert out.returncode == 0, out.stderr
     placed: dict[str, Any] = json.loads(out.stdout)
     assert placed["placements"][MOVED] == DEAD
-    src = {"edgejar_code_src_dir": str(project)}
+    src = {"edgejar_deploy_src_dir": str(project)}
     for book in ("deploy.yml", "launch.yml"):
         run, _ = runs.playbook(sim, runner_dir, f"failover-{book}", book, src)
         assert run.status == "successful", (book, run.stats, run.errors())
@@ -126,7 +126,7 @@ def failed_over(
         # An SSH master opened earlier would outlive sshd and keep answering.
         ssh.close_master(service.poller.control(DEAD))
         result = cli(sim, project, "failover", "-i", str(sim.inventory), "--yes", "--grace", "3", "--json",
-                     "-e", f"edgejar_code_src_dir={project}")  # fmt: skip
+                     "-e", f"edgejar_deploy_src_dir={project}")  # fmt: skip
         yield result, inventory.load(sim.inventory).current()
     finally:
         service.close()

@@ -2,7 +2,7 @@
 talking across hosts, an OOM kill restarted by systemd and recorded, re-placement, stop, reruns.
 
 The seed experiments run as copies in a project directory the test owns (deploy's
-edgejar_code_src_dir), with `cycles: 0` (until stopped), few tokens and a short delay, so that the
+edgejar_deploy_src_dir), with `cycles: 0` (until stopped), few tokens and a short delay, so that the
 units stay active while the test looks at them and the shared machine is not loaded more than needed.
 Split brain + panopticon fit the sim inventory together (prisoners' dilemma would need both Pis and
 could not leave rpi1); split_brain_B is pinned to `host` so that `--exclude rpi1` has to move only
@@ -86,7 +86,7 @@ def files(*names: str) -> list[str]:
 
 
 def deploy(sim: Sim, runner_dir: Path, project: Path, name: str) -> None:
-    run, _ = runs.playbook(sim, runner_dir, name, "deploy.yml", {"edgejar_code_src_dir": str(project)})
+    run, _ = runs.playbook(sim, runner_dir, name, "deploy.yml", {"edgejar_deploy_src_dir": str(project)})
     assert run.status == "successful", (run.stats, run.errors())
 
 

@@ -1,11 +1,13 @@
-"""roles/edgejar_code: the no-op check (lookup edgejar_tree on the controller, module edgejar_code_state on
-the node) says "nothing differs" exactly when rsync, run with the role's flags, would send nothing.
+"""The code half of roles/edgejar_deploy's no-op check (lookup edgejar_tree on the controller, module
+edgejar_deploy_state on the node, one walk in module_utils/edgejar_code_tree.py) says "nothing differs"
+exactly when rsync, run with the role's flags, would send nothing.
 
 Run by Ansible itself on this machine (a local connection) and against real rsync between two local
 directories (the transfer's flags, without SSH)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,8 +19,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "edgejar_code"
-EXCLUDES = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["edgejar_code_excludes"]
+ROLE = ROOT / "roles" / "edgejar_deploy"
+EXCLUDES = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())["edgejar_deploy_code_excludes"]
 PATHS = ["runner", "experiments"]
 
 
@@ -28,7 +30,10 @@ def ansible(
     """One ad-hoc call on localhost with the role's library and lookups; the module's result."""
     with tempfile.TemporaryDirectory(prefix="edgejar-code-state-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
-        config.write_text(f"[defaults]\nlookup_plugins = {role_dir / 'lookup_plugins'}\n")
+        config.write_text(
+            f"[defaults]\nlookup_plugins = {role_dir / 'lookup_plugins'}\n"
+            f"module_utils = {role_dir / 'module_utils'}\n"
+        )
         out = subprocess.run(
             [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
              "-M", str(role_dir / "library"), "-m", module, "-a", json.dumps(args),
@@ -55,7 +60,7 @@ def node_check(
 ) -> dict[str, object]:
     """The module's answer for `dest`, compared with the controller's tree of `src` (None: an empty one)."""
     return ansible(
-        "edgejar_code_state",
+        "edgejar_deploy_state",
         {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": paths,
          "excludes": EXCLUDES, "want": controller_tree(src, paths) if src else {}},
         check=check,
@@ -152,6 +157,29 @@ def test_the_pth_file_is_written_once_and_a_missing_venv_names_provision(
     )
 
 
+def test_one_call_checks_the_code_and_the_models_and_prunes(
+    setup: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A no-op deploy is one module call per node: the code compared and the models' sums in one answer."""
+    src, dest, venv = setup
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "keep.gguf").write_bytes(b"keep")
+    (models / "old.gguf").write_bytes(b"old")
+    rsync(src, dest)
+    args = {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": PATHS,
+            "excludes": EXCLUDES, "want": controller_tree(src), "model_paths": [str(models / "keep.gguf")],
+            "list_dir": str(models), "prune": True}  # fmt: skip
+    both = ansible("edgejar_deploy_state", args)
+    assert both["rc"] == 0 and both["n_differs"] == 0, both
+    assert both["files"] == {str(models / "keep.gguf"): {"exists": True, "source": "read",  # type: ignore[comparison-overlap]
+                                                         "sha256": hashlib.sha256(b"keep").hexdigest()}}  # fmt: skip
+    assert both["removed"] == [str(models / "old.gguf")] and both["changed"] is True
+    assert sorted(p.name for p in models.iterdir()) == [".keep.gguf.sha256", "keep.gguf"]
+    again = ansible("edgejar_deploy_state", args)
+    assert again["changed"] is False and again["files"][str(models / "keep.gguf")]["source"] == "sidecar"  # type: ignore[index]
+
+
 def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path]) -> None:
     src, _, _ = setup
     out = ansible(
@@ -190,7 +218,7 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
     nothing of the planner, simulator or monitor; a copy of exactly those files runs every node module
     (a module taken from anywhere else, e.g. through the editable install, fails the check)."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    tree = controller_tree(ROOT, defaults["edgejar_code_paths"])
+    tree = controller_tree(ROOT, defaults["edgejar_deploy_code_paths"])
     shipped = sorted(rel for rel, kind in tree.items() if kind.startswith("f"))
     runtime = [rel for rel in shipped if rel.startswith("runner/")]
     assert runtime, shipped

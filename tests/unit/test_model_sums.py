@@ -1,5 +1,6 @@
-"""roles/edgejar_models/library/edgejar_model_sums.py, run by Ansible itself on this machine (a local
-connection): a model is read in full only when it is new or changed; its sha256 is remembered beside it."""
+"""The models half of roles/edgejar_deploy's node check (module edgejar_deploy_state, its logic in
+module_utils/edgejar_model_files.py), run by Ansible itself on this machine (a local connection): a model
+is read in full only when it is new or changed; its sha256 is remembered beside it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "edgejar_models" / "library"
+ROLE = ROOT / "roles" / "edgejar_deploy"
 
 
 def sums(paths: list[Path], *extra: str, remember: bool = True) -> dict[str, dict[str, object]]:
-    result = call({"paths": [str(p) for p in paths], "remember": remember}, *extra)
+    result = call({"model_paths": [str(p) for p in paths], "remember": remember}, *extra)
     assert result["changed"] is False
     return result["files"]  # type: ignore[return-value]
 
@@ -26,7 +27,7 @@ def call(params: dict[str, object], *extra: str) -> dict[str, object]:
     args = json.dumps(params)
     with tempfile.TemporaryDirectory(prefix="edgejar-model-sums-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
-        config.write_text("[defaults]\n")
+        config.write_text(f"[defaults]\nmodule_utils = {ROLE / 'module_utils'}\n")
         out = subprocess.run(
             [
                 str(Path(sys.executable).parent / "ansible"),
@@ -36,9 +37,9 @@ def call(params: dict[str, object], *extra: str) -> dict[str, object]:
                 "-i",
                 "localhost,",
                 "-M",
-                str(LIBRARY),
+                str(ROLE / "library"),
                 "-m",
-                "edgejar_model_sums",
+                "edgejar_deploy_state",
                 "-a",
                 args,
                 "-e",
@@ -116,7 +117,7 @@ def test_check_mode_and_rehash_write_no_sidecar(tmp_path: Path) -> None:
 def test_list_dir_lists_the_model_files_in_the_same_call(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("edgejar_model_sums", LIBRARY / "edgejar_model_sums.py")
+    spec = importlib.util.spec_from_file_location("files", ROLE / "module_utils" / "edgejar_model_files.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -136,7 +137,7 @@ def test_prune_removes_the_models_not_asked_for_with_their_sidecars_in_the_same_
     gone.write_bytes(b"g")
     sums([keep, gone])  # both get a sidecar
     (tmp_path / "notes.txt").write_text("not a model")
-    params = {"paths": [str(keep)], "list_dir": str(tmp_path), "prune": True}
+    params = {"model_paths": [str(keep)], "list_dir": str(tmp_path), "prune": True}
     checked = call(params, "--check")
     assert checked["changed"] is True and checked["removed"] == [str(gone)]
     assert gone.exists() and (tmp_path / ".gone.gguf.sha256").exists()  # --check removes nothing

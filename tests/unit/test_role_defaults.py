@@ -32,7 +32,7 @@ def test_every_role_that_uses_a_shared_value_depends_on_edgejar_defaults() -> No
     users = {
         role for role, values in role_defaults().items() if "edgejar_defaults_" in yaml.safe_dump(values)
     }
-    assert {"edgejar_launch", "edgejar_code", "edgejar_models", "edgejar_base"} <= users
+    assert {"edgejar_launch", "edgejar_deploy", "edgejar_base"} <= users
     for role in users:
         meta = yaml.safe_load((ROLES / role / "meta/main.yml").read_text())
         assert {"role": "edgejar_defaults"} in meta["dependencies"], role

@@ -1,9 +1,10 @@
-"""Lookup edgejar_tree: the controller's side of edgejar_code's no-op check.
+"""Lookup edgejar_tree: the controller's side of edgejar_deploy's code check.
 
 What rsync's quick check compares, for every path under the given top paths (names matching an exclude
 pattern left out, as rsync leaves them out): a regular file's size and modification time in whole
 seconds, a symlink's target, that a directory exists. The walk is the node module's own
-(library/edgejar_code_state.py), so both sides compare by one rule.
+(module_utils/edgejar_code_tree.py, which edgejar_deploy_state runs on the node), so both sides compare
+by one rule.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ options:
 
 
 def _walker() -> Callable[[str, list[str], list[str]], dict[str, str]]:
-    """The node module's own walk (one rule for both sides), loaded from the role's library."""
-    path = Path(__file__).resolve().parents[1] / "library" / "edgejar_code_state.py"
-    spec = importlib.util.spec_from_file_location("_edgejar_code_state", path)
+    """The node module's own walk (one rule for both sides), loaded from the role's module_utils."""
+    path = Path(__file__).resolve().parents[1] / "module_utils" / "edgejar_code_tree.py"
+    spec = importlib.util.spec_from_file_location("_edgejar_code_tree", path)
     if spec is None or spec.loader is None:
         raise AnsibleLookupError(f"edgejar_tree: cannot load {path}")
     module = importlib.util.module_from_spec(spec)

@@ -1,7 +1,8 @@
-"""Lookup edgejar_model_sums: the module of the same name, run in the controller's own process.
+"""Lookup edgejar_model_sums: the models half of the module edgejar_deploy_state, run in the controller's
+own process.
 
 The controller's model files are checksummed by the very function the node module uses
-(library/edgejar_model_sums.py: the sidecar rule is written once), without starting a module: a lookup
+(module_utils/edgejar_model_files.py: the sidecar rule is written once), without starting a module: a lookup
 costs no worker process, no module payload and no Python start.
 """
 
@@ -20,7 +21,7 @@ name: edgejar_model_sums
 short_description: sha256 of controller files, remembered in a sidecar until the file changes
 description:
   - Returns one mapping, path -> {exists, sha256 (when it exists), source (sidecar or read)}, exactly as
-    the module edgejar_model_sums does on a node.
+    the module edgejar_deploy_state does on a node.
 options:
   _terms: {description: Absolute paths of the files., required: true}
   remember: {description: Use and write the sidecars., type: bool, default: true}
@@ -32,8 +33,8 @@ options:
 
 
 def _module() -> Any:
-    path = Path(__file__).resolve().parents[1] / "library" / "edgejar_model_sums.py"
-    spec = importlib.util.spec_from_file_location("_edgejar_model_sums", path)
+    path = Path(__file__).resolve().parents[1] / "module_utils" / "edgejar_model_files.py"
+    spec = importlib.util.spec_from_file_location("_edgejar_model_files", path)
     if spec is None or spec.loader is None:
         raise AnsibleLookupError(f"edgejar_model_sums: cannot load {path}")
     module = importlib.util.module_from_spec(spec)
