@@ -7,8 +7,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runner import __version__
+from runner import __version__, logs
 from runner.errors import EdgejarError
+
+log = logs.get(__name__)
 
 # Modules that expose `register(subparsers) -> None`; each registers the command of its own name and sets
 # `func` on its parser. Only the named command's module is imported (a command line starts faster);
@@ -38,6 +40,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="edgejar: place, deploy, run and watch LLM experiments on an edge cluster.",
     )
     parser.add_argument("--version", action="version", version=f"edgejar {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more detail on stderr (debug messages)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=0,
+        help="only warnings and errors on stderr (-qq: errors alone); results on stdout are unchanged",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in modules:
         importlib.import_module(name).register(sub)
@@ -51,13 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_in)
     except SystemExit as exc:  # argparse exits 2 on usage errors already; keep its status
         return int(exc.code or 0)
+    logs.setup(logs.level(args.verbose, args.quiet))
     try:
         return int(args.func(args) or 0)
     except EdgejarError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        log.error("interrupted")
         return 130
     except BrokenPipeError:
         return 0

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner import __version__, ansible_bridge, inventory
+from runner import __version__, ansible_bridge, inventory, logs
 from runner.bench import parse, store, table
 from runner.bench import report as bench_report
 from runner.commands.common import add_inventory, inventory_path
@@ -30,6 +29,8 @@ from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
 from runner.node.cli import positive_int
 from runner.planning.requirements import is_known_model
+
+log = logs.get(__name__)
 
 DB_NAME = "bench.sqlite3"
 REPORT_RUNS = 6  # the report after a run shows the last this many runs side by side
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     limit = ",".join(nodes)
     started = _now()
     if not args.skip_deploy:
-        print(f"==> deploy.yml: code and {', '.join(models)} to {limit}", file=sys.stderr)
+        log.info("==> deploy.yml: code and %s to %s", ", ".join(models), limit)
         deploy_vars = {**extra, "edgejar_deploy_instances": [{"model": m} for m in models]}
         deployed = ansible_bridge.run_playbook("deploy.yml", inv, extravars=deploy_vars, limit=limit)
         deployed.raise_for_failures()
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_gpu_layers is not None:
         bench_vars["edgejar_bench_n_gpu_layers"] = args.n_gpu_layers
     how = "all nodes at once" if args.all_at_once else "one node at a time"
-    print(f"==> bench.yml: {len(models)} model(s) on {len(nodes)} node(s), {how}", file=sys.stderr)
+    log.info("==> bench.yml: %d model(s) on %d node(s), %s", len(models), len(nodes), how)
     progress = ansible_bridge.Progress(capture=frozenset({parse.BENCH_TASK}))
     result = ansible_bridge.run_playbook(
         "bench.yml", inv, extravars=bench_vars, limit=limit, progress=progress
@@ -138,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"bench run {run_id} ({started}; medians, min-max over {args.reps} repetitions)")
             print(_fmt(rows, header))
     for where, why in failures.items():
-        print(f"bench: {where}: {why}", file=sys.stderr)
+        log.warning("bench: %s: %s", where, why)
     if run_id is not None:
         _report(args.results, recent)
-        print(f"bench: stored as run {run_id} in {db}; `python -m runner bench --compare` compares the "
-              "last two", file=sys.stderr)  # fmt: skip
+        log.info("bench: stored as run %s in %s; `python -m runner bench --compare` compares the last two",
+                 run_id, db)  # fmt: skip
     if failures or not result.ok:
         if not failures:
             result.raise_for_failures()
@@ -196,9 +197,9 @@ def _report(results_dir: Path, runs: list[store.Run]) -> None:
     try:
         path = bench_report.write(results_dir, runs)
     except EdgejarError as exc:
-        print(f"bench: no report: {exc}", file=sys.stderr)
+        log.warning("bench: no report: %s", exc)
         return
-    print(f"bench: report of run(s) {', '.join(str(r.run_id) for r in runs)}: {path}", file=sys.stderr)
+    log.info("bench: report of run(s) %s: %s", ", ".join(str(r.run_id) for r in runs), path)
 
 
 def _now() -> str:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from runner import ansible_bridge
+from runner import ansible_bridge, logs
 from runner.commands import report
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.results import add_results_dir, show
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
 from runner.results.merge import DB_NAME
+
+log = logs.get(__name__)
 
 COLLECT_PLAYBOOK = "collect.yml"
 
@@ -48,24 +49,23 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--results {args.results}: not a directory")
     extra = {"edgejar_collect_results_dir": str(args.results.resolve()), **extra_vars(args.extra_var)}
     ansible_bridge.playbook_path(COLLECT_PLAYBOOK)
-    print(f"==> {COLLECT_PLAYBOOK}", file=sys.stderr)
+    log.info("==> %s", COLLECT_PLAYBOOK)
     before = earlier_runs(args.results)
     result = ansible_bridge.run_playbook(COLLECT_PLAYBOOK, inventory_path(args), extravars=extra)
-    print(file=sys.stderr)
+    log.info("")
     for moved in sorted(earlier_runs(args.results) - before):
-        print(
-            f"collect: a node's records started afresh (a new run); the earlier run's results are in {moved}",
-            file=sys.stderr,
+        log.warning(
+            "collect: a node's records started afresh (a new run); the earlier run's results are in %s", moved
         )
     show(args.results, None, args.json)
     if not args.no_report:
         try:
             report.write(args.results, None, inventory_path(args))
         except EdgejarError as exc:  # matplotlib missing: the results are collected all the same
-            print(f"collect: no report: {exc}", file=sys.stderr)
+            log.warning("collect: no report: %s", exc)
     try:
         result.raise_for_failures()
     except EdgejarError as exc:
-        print(f"\ncollect: the others were collected; {exc}", file=sys.stderr)
+        log.error("\ncollect: the others were collected; %s", exc)
         return exc.exit_status
     return 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from runner import ansible_bridge, names
+from runner import ansible_bridge, logs, names
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import InputError
+
+log = logs.get(__name__)
 
 STOP_PLAYBOOK = "stop.yml"
 
@@ -45,6 +46,6 @@ def selection(experiment: str | None, instance: str | None) -> dict[str, object]
 def run(args: argparse.Namespace) -> int:
     extra = {**selection(args.experiment, args.instance), **extra_vars(args.extra_var)}
     ansible_bridge.playbook_path(STOP_PLAYBOOK)
-    print(f"==> {STOP_PLAYBOOK}", file=sys.stderr)
+    log.info("==> %s", STOP_PLAYBOOK)
     ansible_bridge.run_playbook(STOP_PLAYBOOK, inventory_path(args), extravars=extra).raise_for_failures()
     return 0

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from runner import inventory
+from runner import inventory, logs
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.health import poll_with_grace
 from runner.commands.up import add_extra_vars, extra_vars
@@ -19,6 +19,8 @@ from runner.health.model import Status
 from runner.health.status import Thresholds
 from runner.placement.policies import POLICIES
 from runner.planning import failover, requirements
+
+log = logs.get(__name__)
 
 GRACE_DEFAULT_S = 30.0  # the monitor's: a node is UNAVAILABLE only after SSH failed this long
 
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     dead = dead_nodes(args, path, cluster)
     doc: dict[str, object] = {"inventory": str(path), "dry_run": args.dry_run}
     if not dead:
-        print("failover: no node is UNAVAILABLE: nothing to do", file=sys.stderr)
+        log.info("failover: no node is UNAVAILABLE: nothing to do")
         if args.json:
             print(json.dumps({**doc, "dead": [], "moves": []}, indent=2))
         return EXIT_OK
@@ -128,17 +130,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes and not confirm(
         f"Write the new placement and deploy + launch on {', '.join(the_plan.live)}?"
     ):
-        print("failover: not confirmed; nothing written", file=sys.stderr)
+        log.warning("failover: not confirmed; nothing written")
         return EXIT_FAILURE
     outcome = failover.apply(the_plan, path, extravars=extra)
     doc.update(outcome.to_json())
     if args.json:
         print(json.dumps(doc, indent=2))
-    print(
-        f"failover: wrote {len(outcome.written)} placement file(s); {', '.join(the_plan.dead)}'s stale "
-        "units are removed by launch.yml the next time it is reachable "
-        "(`python -m runner up` or playbooks/launch.yml)",
-        file=sys.stderr,
+    log.info(
+        "failover: wrote %d placement file(s); %s's stale units are removed by launch.yml the next time it "
+        "is reachable (`python -m runner up` or playbooks/launch.yml)",
+        len(outcome.written),
+        ", ".join(the_plan.dead),
     )
     failover.raise_for(outcome)
     return EXIT_OK

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from runner import logs
 from runner.health.poll import Poller
 from runner.health.targets import load_targets
 from runner.monitor import actions
+
+log = logs.get(__name__)
 
 RECONCILE_TASK = "Reconcile the instances (units, configs, drop-ins; prune, restart, start, wait)"
 
@@ -70,7 +73,7 @@ def watch(inventory: Path, launched: list[Launched], seconds: float, out: TextIO
     """Stream the journals of the started and restarted instances for `seconds` (Ctrl-C ends it early)."""
     todo = [x for x in launched if x.action != "none"]
     if not todo:
-        print("watch: nothing was started or restarted", file=sys.stderr)
+        log.info("watch: nothing was started or restarted")
         return
     targets = load_targets(inventory, sorted({x.node for x in todo}))
     poller = Poller(targets)
@@ -83,7 +86,7 @@ def watch(inventory: Path, launched: list[Launched], seconds: float, out: TextIO
             procs[proc.stdout.fileno()] = (x.id, proc)
             sel.register(proc.stdout, selectors.EVENT_READ)
         width = max(len(x.id) for x in todo)
-        print(f"watch: following {len(todo)} instance(s) for {seconds:g} s (Ctrl-C stops)", file=sys.stderr)
+        log.info("watch: following %d instance(s) for %g s (Ctrl-C stops)", len(todo), seconds)
         end = time.monotonic() + seconds
         while procs and (left := end - time.monotonic()) > 0:
             for key, _ in sel.select(timeout=min(left, 0.5)):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from runner import logs
 from runner.errors import InputError
+
+log = logs.get(__name__)
 
 DEFAULT_TINY_PATH = Path("models/tiny-random-llama.gguf")
 
@@ -84,7 +86,7 @@ def _cmd_tiny(args: argparse.Namespace) -> int:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     res = ensure_tiny_model(args.out, seed=args.seed)
     print(f"{res.sha256}  {res.path}")
-    print("written" if res.written else "unchanged (an identical file was already there)", file=sys.stderr)
+    log.info("written" if res.written else "unchanged (an identical file was already there)")
     return 0
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from runner import inventory
+from runner import inventory, logs
 from runner.commands.results import add_results_dir
 from runner.errors import EdgejarError, InputError
 from runner.results import report, summary
+
+log = logs.get(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +43,11 @@ def write(results_dir: Path, names: list[str] | None, inventory_file: Path | Non
         try:
             cluster = inventory.load(inventory_file)
         except EdgejarError as exc:
-            print(f"report: without node RAM and model catalog: {exc}", file=sys.stderr)
+            log.warning("report: without node RAM and model catalog: %s", exc)
     found = summary.find(results_dir, names)
     paths = report.write(results_dir, list(found), cluster)
     for path in paths:
-        print(f"report: {path}", file=sys.stderr)
+        log.info("report: %s", path)
     return paths
 
 

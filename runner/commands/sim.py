@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from runner import logs
 from runner.errors import EdgejarError
 from runner.sim import cluster, doctor
 from runner.sim.config import (
@@ -17,6 +17,8 @@ from runner.sim.config import (
     state_dir_from_env,
 )
 from runner.sim.state import StateDir
+
+log = logs.get(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,11 +110,9 @@ def _down(args: argparse.Namespace) -> int:
     state = _state(args)
     left = cluster.down(state)
     if left:
-        print("sim down: these are left over and need a look:", file=sys.stderr)
-        for line in left:
-            print(f"  {line}", file=sys.stderr)
+        log.error("\n".join(["sim down: these are left over and need a look:", *(f"  {x}" for x in left)]))
         return 1
-    print("sim down: nothing left", file=sys.stderr)
+    log.info("sim down: nothing left")
     return 0
 
 

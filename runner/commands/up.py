@@ -9,19 +9,20 @@ the reasons.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from runner import ansible_bridge
+from runner import ansible_bridge, logs
 from runner.commands import launched, place
 from runner.commands.common import add_inventory, inventory_path
 from runner.errors import InputError
 from runner.experiment import load_files
 from runner.placement.policies import POLICIES
+
+log = logs.get(__name__)
 
 PLAYBOOKS = ("up.yml", "launch.yml")  # up.yml: deploy.yml + launch.yml in one run; launch.yml alone
 
@@ -109,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
         json=False,
         timeout=args.timeout,
     )
-    print("==> place", file=sys.stderr)
+    log.info("==> place")
     t0 = time.monotonic()
     place.run(place_args)
     timings = {"place": time.monotonic() - t0}
     name = "launch.yml" if args.skip_deploy else "up.yml"
-    print(f"\n==> {name} ({'launch' if args.skip_deploy else 'deploy + launch'})", file=sys.stderr)
+    log.info("\n==> %s (%s)", name, "launch" if args.skip_deploy else "deploy + launch")
     t0 = time.monotonic()
     progress = ansible_bridge.Progress(capture=frozenset({launched.RECONCILE_TASK}))
     result = ansible_bridge.run_playbook(name, inventory, extravars=extra, progress=progress)
@@ -122,13 +123,13 @@ def run(args: argparse.Namespace) -> int:
     reconciled = progress.captured.get(launched.RECONCILE_TASK, {})
     instances = launched.from_results(reconciled)
     removed = {node: list(res.get("removed") or []) for node, res in reconciled.items()}
-    print("", *launched.summary(instances, removed), sep="\nup: ", file=sys.stderr)
+    log.info("\n".join(["", *(f"up: {line}" for line in launched.summary(instances, removed))]))
     result.raise_for_failures()
     spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
-    print(f"\nup: placed, deployed, launched (seconds: {spent})", file=sys.stderr)
+    log.info("\nup: placed, deployed, launched (seconds: %s)", spent)
     if args.watch is not None:
         launched.watch(inventory, instances, args.watch)
     else:
-        print("up: `--watch` follows what changed; `python -m runner monitor` watches; `python -m runner "
-              "collect` fetches the results", file=sys.stderr)  # fmt: skip
+        log.info("up: `--watch` follows what changed; `python -m runner monitor` watches; `python -m runner "
+                 "collect` fetches the results")  # fmt: skip
     return 0

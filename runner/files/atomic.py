@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from runner import logs
 from runner.errors import EdgejarError
+
+log = logs.get(__name__)
 
 
 def write_all(files: Mapping[Path, str]) -> list[Path]:
@@ -73,7 +75,7 @@ def locked(directory: Path, what: str, wait_s: float = 300.0) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"{what}: waiting for another run that holds {directory}", file=sys.stderr, flush=True)
+            log.warning("%s: waiting for another run that holds %s", what, directory)
             deadline = time.monotonic() + wait_s
             while True:
                 try:

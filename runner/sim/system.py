@@ -6,17 +6,19 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runner import logs
 from runner.errors import EdgejarError
+
+_log = logs.get(__name__)
 
 
 def log(message: str) -> None:
-    """Progress and diagnostics go to stderr: stdout is kept for output that scripts read."""
-    print(f"sim: {message}", file=sys.stderr, flush=True)
+    """Progress and diagnostics go to the log (stderr): stdout is kept for output that scripts read."""
+    _log.info("sim: %s", message)
 
 
 def run(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,34 @@ def test_help_and_a_mistyped_command_list_every_command(capsys: pytest.CaptureFi
     assert all(m.rsplit(".", 1)[1] in listed for m in COMMAND_MODULES)
     assert main(["upp"]) == 2
     assert "invalid choice: 'upp' (choose from 'validate', 'place'" in capsys.readouterr().err
+
+
+def test_messages_go_through_logging_and_follow_verbose_and_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a command says besides its result is a log line on stderr (-q hides notes, never errors);
+    its result on stdout is the same at every level."""
+    out = tmp_path / "tiny.gguf"
+    assert main(["model", "tiny", "--out", str(out)]) == 0
+    first = capsys.readouterr()
+    assert first.err == "written\n" and first.out.endswith(f"  {out}\n")
+    assert main(["-q", "model", "tiny", "--out", str(out)]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == first.out
+    assert main(["-v", "model", "tiny", "--out", str(out)]) == 0
+    assert capsys.readouterr().err == "unchanged (an identical file was already there)\n"
+    assert main(["-qq", "validate", str(tmp_path / "missing.yml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.yml" in err
+
+
+def test_log_levels() -> None:
+    from runner import logs
+
+    assert logs.level(0, 0) == logging.INFO
+    assert logs.level(1, 0) == logging.DEBUG
+    assert logs.level(0, 1) == logging.WARNING
+    assert logs.level(0, 2) == logging.ERROR
+    assert logs.level(3, 1) == logging.WARNING  # quiet wins
+    assert logs.get("runner.commands.up").name == "runner.commands.up"
+    assert logs.get("elsewhere").name == "runner.elsewhere"
