@@ -25,14 +25,16 @@ PATHS = ["runner", "experiments"]
 
 
 def ansible(
-    module: str, args: dict[str, object], role_dir: Path = ROLE, check: bool = False
+    module: str, args: dict[str, object], role_dir: Path = ROLE, check: bool = False, action: bool = True
 ) -> dict[str, object]:
-    """One ad-hoc call on localhost with the role's library and lookups; the module's result."""
+    """One ad-hoc call on localhost with the role's library, lookups and (unless `action` is false: the
+    module itself) action plugins, as the role runs it; the task's result."""
     with tempfile.TemporaryDirectory(prefix="edgejar-code-state-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
         config.write_text(
             f"[defaults]\nlookup_plugins = {role_dir / 'lookup_plugins'}\n"
             f"module_utils = {role_dir / 'module_utils'}\n"
+            + (f"action_plugins = {role_dir / 'action_plugins'}\n" if action else "")
         )
         out = subprocess.run(
             [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
@@ -157,10 +159,12 @@ def test_the_pth_file_is_written_once_and_a_missing_venv_names_provision(
     )
 
 
+@pytest.mark.parametrize("action", [True, False], ids=["action-plugin", "module"])
 def test_one_call_checks_the_code_and_the_models_and_prunes(
-    setup: tuple[Path, Path, Path], tmp_path: Path
+    setup: tuple[Path, Path, Path], tmp_path: Path, action: bool
 ) -> None:
-    """A no-op deploy is one module call per node: the code compared and the models' sums in one answer."""
+    """A no-op deploy is one call per node: the code compared and the models' sums in one answer, the
+    same through the action plugin (what the role runs) as through the module itself."""
     src, dest, venv = setup
     models = tmp_path / "models"
     models.mkdir()
@@ -170,14 +174,21 @@ def test_one_call_checks_the_code_and_the_models_and_prunes(
     args = {"venv": str(venv), "pth_name": "edgejar-app.pth", "dest": str(dest), "paths": PATHS,
             "excludes": EXCLUDES, "want": controller_tree(src), "model_paths": [str(models / "keep.gguf")],
             "list_dir": str(models), "prune": True}  # fmt: skip
-    both = ansible("edgejar_deploy_state", args)
+    both = ansible("edgejar_deploy_state", args, action=action)
     assert both["rc"] == 0 and both["n_differs"] == 0, both
     assert both["files"] == {str(models / "keep.gguf"): {"exists": True, "source": "read",  # type: ignore[comparison-overlap]
                                                          "sha256": hashlib.sha256(b"keep").hexdigest()}}  # fmt: skip
     assert both["removed"] == [str(models / "old.gguf")] and both["changed"] is True
     assert sorted(p.name for p in models.iterdir()) == [".keep.gguf.sha256", "keep.gguf"]
-    again = ansible("edgejar_deploy_state", args)
+    again = ansible("edgejar_deploy_state", args, action=action)
     assert again["changed"] is False and again["files"][str(models / "keep.gguf")]["source"] == "sidecar"  # type: ignore[index]
+
+
+def test_the_arguments_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    bad = ansible("edgejar_deploy_state", {"model_paths": [str(tmp_path / "m.gguf")], "prune": True})
+    assert bad["rc"] != 0 and "list_dir" in str(bad["msg"]), bad
+    half = ansible("edgejar_deploy_state", {"dest": str(tmp_path), "venv": str(tmp_path)})
+    assert half["rc"] != 0 and "pth_name" in str(half["msg"]), half
 
 
 def test_a_path_pattern_is_refused_with_its_name(setup: tuple[Path, Path, Path]) -> None:

@@ -1,4 +1,4 @@
-"""The models half of roles/edgejar_deploy's node check (module edgejar_deploy_state, its logic in
+"""The models half of roles/edgejar_deploy's node check (action edgejar_deploy_state, its logic in
 module_utils/edgejar_model_files.py), run by Ansible itself on this machine (a local connection): a model
 is read in full only when it is new or changed; its sha256 is remembered beside it."""
 
@@ -27,7 +27,9 @@ def call(params: dict[str, object], *extra: str) -> dict[str, object]:
     args = json.dumps(params)
     with tempfile.TemporaryDirectory(prefix="edgejar-model-sums-") as cfg_dir:
         config = Path(cfg_dir) / "ansible.cfg"  # none of the repository's settings
-        config.write_text(f"[defaults]\nmodule_utils = {ROLE / 'module_utils'}\n")
+        config.write_text(  # as the role runs it: through the action plugin
+            f"[defaults]\nmodule_utils = {ROLE / 'module_utils'}\naction_plugins = {ROLE / 'action_plugins'}\n"
+        )
         out = subprocess.run(
             [
                 str(Path(sys.executable).parent / "ansible"),

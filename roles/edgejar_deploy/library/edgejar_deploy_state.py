@@ -1,7 +1,10 @@
 #!/usr/bin/python
 """The node's side of edgejar_deploy in one round trip: the synced code compared (what no longer ships
 removed, the venv's import path fixed) and the model files' checksums read (what no placement needs
-pruned)."""
+pruned). The role runs it through the action plugin of the same name (action_plugins/), which sends the
+same check (module_utils/edgejar_deploy_check.py) as a small standard-library program instead of this
+module's payload; this module is its documented interface and runs the check itself when called
+directly."""
 
 from __future__ import annotations
 
@@ -78,106 +81,22 @@ removed:
   returned: always
 """
 
-import glob
-import os
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.edgejar_code_tree import differences, read, remove, stale, tree, write_pth
-from ansible.module_utils.edgejar_model_files import SumError, listed, prune, sums
-
-# Run in the venv's Python only when its site-packages is not the one lib/python3*/site-packages.
-PROBE = 'import sysconfig; print(sysconfig.get_path("purelib"))'
-SHOWN = 20
-
-
-def site_packages(module: AnsibleModule, venv: str) -> str:
-    python = os.path.join(venv, "bin", "python")
-    if not os.access(python, os.X_OK):
-        module.fail_json(msg=f"{python} does not exist; run playbooks/provision.yml on this node first")
-    found = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
-    if len(found) == 1:
-        return found[0]
-    rc, out, err = module.run_command([python, "-B", "-c", PROBE])
-    if rc != 0 or not out.strip().startswith("/"):
-        module.fail_json(
-            msg=f"cannot run {python} ({(err or out).strip()[-500:]}); "
-            "run playbooks/provision.yml on this node first"
-        )
-    return out.strip()
-
-
-def code(module: AnsibleModule) -> dict[str, Any]:
-    """Check the synced code, remove what no longer ships, write the .pth file."""
-    p = module.params
-    site = site_packages(module, p["venv"])
-    shadow = [x for x in (f"{site}/runner", f"{site}/runner.py") if os.path.lexists(x)]
-    if shadow:  # before anything is walked or written
-        module.fail_json(msg=f"{shadow[0]} would be imported instead of {p['dest']}/runner; remove it")
-    pth_path = os.path.join(site, p["pth_name"])
-    pth = read(pth_path)
-    write = pth != p["dest"] + "\n"
-    extra = stale(p["dest"], p["paths"], p["excludes"])
-    diff = differences(p["want"], tree(p["dest"], p["paths"], p["excludes"]))
-    if not module.check_mode:
-        for path in extra:
-            remove(path)
-        if write:
-            write_pth(pth_path, p["dest"] + "\n")
-    return {
-        "changed": bool(extra) or write,
-        "differs": diff[:SHOWN],
-        "n_differs": len(diff),
-        "stale": extra,
-        "site": site,
-        "pth": pth,
-        "pth_written": write,
-    }
-
-
-def models(module: AnsibleModule) -> dict[str, Any]:
-    """The model files' sums, and the pruning."""
-    p = module.params
-    try:
-        files = sums(p["model_paths"], p["remember"], not module.check_mode, module.warn)
-    except SumError as exc:
-        module.fail_json(msg=str(exc))
-    out: dict[str, Any] = {"changed": False, "files": files, "removed": []}
-    if p["list_dir"]:
-        present = listed(p["list_dir"], p["pattern"])
-        out["present"] = present
-        if p["prune"]:
-            gone = prune(present, p["model_paths"], apply=not module.check_mode)
-            out.update(changed=bool(gone), removed=gone)
-    return out
+from ansible.module_utils.edgejar_deploy_check import CheckFailed, check
+from ansible.module_utils.edgejar_deploy_spec import REQUIRED_IF, REQUIRED_TOGETHER, SPEC
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "venv": {"type": "path"},
-            "pth_name": {"type": "str"},
-            "dest": {"type": "path"},
-            "paths": {"type": "list", "elements": "str", "default": []},
-            "excludes": {"type": "list", "elements": "str", "default": []},
-            "want": {"type": "dict", "default": {}},
-            "model_paths": {"type": "list", "elements": "path", "default": []},
-            "remember": {"type": "bool", "default": True},
-            "list_dir": {"type": "path"},
-            "pattern": {"type": "str", "default": "*.gguf"},
-            "prune": {"type": "bool", "default": False},
-        },
-        required_if=[("prune", True, ("list_dir",))],
-        required_together=[("dest", "venv", "pth_name")],
+        argument_spec=SPEC,
+        required_if=REQUIRED_IF,
+        required_together=REQUIRED_TOGETHER,
         supports_check_mode=True,
     )
-    result: dict[str, Any] = {"differs": [], "n_differs": 0, "stale": []}
-    if module.params["dest"]:
-        result.update(code(module))
-    held = models(module)
-    code_changed = bool(result.get("changed"))
-    result.update(held)
-    result["changed"] = code_changed or held["changed"]
+    try:
+        result = check(module.params, module.check_mode, module.warn)
+    except CheckFailed as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**result)
 
 
