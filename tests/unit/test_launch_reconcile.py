@@ -1,5 +1,5 @@
-"""The launch role's reconcile module (roles/edgejar_launch/library/edgejar_instances.py), its node-side
-parts on real files: what it writes, what it leaves alone, what check mode and diff mode say, and how
+"""The launch role's reconcile (roles/edgejar_launch/module_utils/edgejar_reconcile.py, which the module
+and the action plugin edgejar_instances run), its node-side parts on real files: what it writes, what it leaves alone, what check mode and diff mode say, and how
 it reads systemd's answers. The systemd side runs for real in tests/integration/test_launch.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT
 
 spec = importlib.util.spec_from_file_location(
-    "edgejar_instances", ROOT / "roles/edgejar_launch/library/edgejar_instances.py"
+    "edgejar_reconcile", ROOT / "roles/edgejar_launch/module_utils/edgejar_reconcile.py"
 )
 assert spec and spec.loader
 mod = importlib.util.module_from_spec(spec)

@@ -65,8 +65,8 @@ def test_a_name_is_a_unit_suffix_and_one_safe_path_component(value):
 def launch_module():
     import importlib.util
 
-    path = ROOT / "roles/edgejar_launch/library/edgejar_instances.py"
-    spec = importlib.util.spec_from_file_location("edgejar_instances", path)
+    path = ROOT / "roles/edgejar_launch/module_utils/edgejar_reconcile.py"
+    spec = importlib.util.spec_from_file_location("edgejar_reconcile", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
