@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from runner import __version__, logs
 from runner.errors import EdgejarError
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 # Modules that expose `register(subparsers) -> None`; each registers the command of its own name and sets
 # `func` on its parser. Only the named command's module is imported (a command line starts faster);

@@ -2,8 +2,8 @@
 notes, warnings, errors) goes through `logging`, logger "runner" and its children, to standard error as
 plain lines; a command's result (tables, JSON, paths asked for) stays on standard output, and the
 playbook progress display (runner/ansible_bridge.py) is not a log. `python -m runner -q COMMAND` shows
-warnings and errors alone, `-v` adds debug detail. The node runtime (runner/node) configures its own
-logging in its own process."""
+warnings and errors alone, `-v` adds debug detail. Each module logs to `logging.getLogger(__name__)`.
+The node runtime (runner/node) configures its own logging in its own process."""
 
 from __future__ import annotations
 
@@ -46,8 +46,3 @@ def setup(at: int = logging.INFO) -> logging.Logger:
     root.setLevel(at)
     root.propagate = False
     return root
-
-
-def get(name: str) -> logging.Logger:
-    """The logger of a runner module (`get(__name__)`)."""
-    return logging.getLogger(name if name.startswith(f"{LOGGER}.") or name == LOGGER else f"{LOGGER}.{name}")

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner import __version__, ansible_bridge, inventory, logs
+from runner import __version__, ansible_bridge, inventory
 from runner.bench import parse, store, table
 from runner.bench import report as bench_report
 from runner.commands.common import add_inventory, inventory_path
@@ -30,7 +31,7 @@ from runner.errors import EdgejarError, InputError
 from runner.node.cli import positive_int
 from runner.planning.requirements import is_known_model
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 DB_NAME = "bench.sqlite3"
 REPORT_RUNS = 6  # the report after a run shows the last this many runs side by side

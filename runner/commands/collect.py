@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from runner import ansible_bridge, logs
+from runner import ansible_bridge
 from runner.commands import report
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.results import add_results_dir, show
@@ -13,7 +14,7 @@ from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import EdgejarError, InputError
 from runner.results.merge import DB_NAME
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 COLLECT_PLAYBOOK = "collect.yml"
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from runner import ansible_bridge, logs, names
+from runner import ansible_bridge, names
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.up import add_extra_vars, extra_vars
 from runner.errors import InputError
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 STOP_PLAYBOOK = "stop.yml"
 

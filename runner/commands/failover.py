@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from runner import inventory, logs
+from runner import inventory
 from runner.commands.common import add_inventory, inventory_path
 from runner.commands.health import poll_with_grace
 from runner.commands.up import add_extra_vars, extra_vars
@@ -20,7 +21,7 @@ from runner.health.status import Thresholds
 from runner.placement.policies import POLICIES
 from runner.planning import failover, requirements
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 GRACE_DEFAULT_S = 30.0  # the monitor's: a node is UNAVAILABLE only after SSH failed this long
 

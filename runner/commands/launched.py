@@ -3,6 +3,7 @@ the journals of the instances that launch started or restarted, streamed to the 
 
 from __future__ import annotations
 
+import logging
 import selectors
 import subprocess
 import sys
@@ -12,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner import logs
 from runner.health.poll import Poller
 from runner.health.targets import load_targets
 from runner.monitor import actions
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 RECONCILE_TASK = "Reconcile the instances (units, configs, drop-ins; prune, restart, start, wait)"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
-from runner import logs
 from runner.errors import InputError
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_TINY_PATH = Path("models/tiny-random-llama.gguf")
 

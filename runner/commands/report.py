@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from runner import inventory, logs
+from runner import inventory
 from runner.commands.results import add_results_dir
 from runner.errors import EdgejarError, InputError
 from runner.results import report, summary
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

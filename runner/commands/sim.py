@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from runner import logs
 from runner.errors import EdgejarError
 from runner.sim import cluster, doctor
 from runner.sim.config import (
@@ -18,7 +18,7 @@ from runner.sim.config import (
 )
 from runner.sim.state import StateDir
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

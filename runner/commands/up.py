@@ -9,20 +9,21 @@ the reasons.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from runner import ansible_bridge, logs
+from runner import ansible_bridge
 from runner.commands import launched, place
 from runner.commands.common import add_inventory, inventory_path
 from runner.errors import InputError
 from runner.experiment import load_files
 from runner.placement.policies import POLICIES
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 PLAYBOOKS = ("up.yml", "launch.yml")  # up.yml: deploy.yml + launch.yml in one run; launch.yml alone
 

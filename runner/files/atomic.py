@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from runner import logs
 from runner.errors import EdgejarError
 
-log = logs.get(__name__)
+log = logging.getLogger(__name__)
 
 
 def write_all(files: Mapping[Path, str]) -> list[Path]:

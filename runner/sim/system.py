@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -10,10 +11,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runner import logs
 from runner.errors import EdgejarError
 
-_log = logs.get(__name__)
+_log = logging.getLogger(__name__)
 
 
 def log(message: str) -> None:

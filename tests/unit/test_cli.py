@@ -65,5 +65,3 @@ def test_log_levels() -> None:
     assert logs.level(0, 1) == logging.WARNING
     assert logs.level(0, 2) == logging.ERROR
     assert logs.level(3, 1) == logging.WARNING  # quiet wins
-    assert logs.get("runner.commands.up").name == "runner.commands.up"
-    assert logs.get("elsewhere").name == "runner.elsewhere"
