@@ -139,6 +139,7 @@ def node_from_vars(host: str, hv: Mapping[str, Any]) -> Node:
         tags=frozenset(str(t) for t in tags),
         priority=_priority(host, hv.get("node_priority", 0)),
         maintenance=_bool(host, "node_maintenance", hv.get("node_maintenance", False)),
+        torch=_bool(host, "node_torch", hv.get("node_torch", False)),
     )
 
 

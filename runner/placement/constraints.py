@@ -123,6 +123,12 @@ STATIC: tuple[Check, ...] = (
         lambda s, i: _only(s, i.avoid, keep=False) if i.avoid else s.everywhere,
         lambda s, i, k: f"{i.experiment} leaves {s.nodes[k].name} out (nodes/exclude in its experiment file)",
     ),
+    # A training unit runs torchrun from the node venv: PyTorch must be provisioned there (node_torch).
+    Check(
+        "torch",
+        lambda s, i: s.has_torch if i.torch else s.everywhere,
+        lambda s, i, k: f"needs PyTorch; {s.nodes[k].name} has none (node_torch is not true)",
+    ),
     Check(
         "GPU",
         lambda s, i: s.has_gpu if i.gpu else s.everywhere,

@@ -39,6 +39,7 @@ class Node:
     priority: int = 0
     maintenance: bool = False
     unavailable: bool = False
+    torch: bool = False  # node_torch: PyTorch is provisioned there (a training unit needs it)
 
     @property
     def ram_capacity(self) -> int:
@@ -65,6 +66,7 @@ class Instance:
     anti_affinity: tuple[str, ...] = ()
     tags: frozenset[str] = frozenset()
     avoid: frozenset[str] = frozenset()  # nodes it may not use (a training job's nodes/exclude)
+    torch: bool = False  # needs PyTorch on its node (a training unit)
 
     def gpu_claim(self) -> int:
         return self.gpu_mib if self.gpu else 0

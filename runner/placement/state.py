@@ -35,6 +35,7 @@ class ClusterState:
         self.max_inst = np.array([n.max_instances for n in nodes], dtype=np.int64)
         self.unified = np.array([n.unified for n in nodes], dtype=bool)
         self.has_gpu = np.array([n.gpu for n in nodes], dtype=bool)
+        self.has_torch = np.array([n.torch for n in nodes], dtype=bool)
         self.priority = np.array([n.priority for n in nodes], dtype=np.int64)
         self.in_service = np.array([not n.maintenance for n in nodes], dtype=bool)
         self.healthy = np.array([not n.unavailable for n in nodes], dtype=bool)

@@ -35,7 +35,7 @@ IFNAMSIZ = 15  # longest Linux interface name
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _CONFIG_KEYS = {"hosts", "subnet", "bridge", "prefix", "repo_port", "user", "memory_mib"}
-_HOST_KEYS = {"name", "kind", "memory_mib"}
+_HOST_KEYS = {"name", "kind", "memory_mib", "torch"}
 
 
 def state_dir_from_env() -> Path:
@@ -52,6 +52,7 @@ class HostSpec:
     kind: str  # canonical persona kind
     memory_mib: int
     address: str
+    torch: bool = False  # the host gets PyTorch (inventory node_torch: true): it may take training jobs
 
     @property
     def persona(self) -> Persona:
@@ -110,6 +111,7 @@ class SimConfig:
             "user": self.user,
             "hosts": [
                 {"name": h.name, "kind": h.kind, "memory_mib": h.memory_mib, "address": h.address}
+                | ({"torch": True} if h.torch else {})
                 for h in self.hosts
             ],
         }
@@ -118,7 +120,13 @@ class SimConfig:
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
         """Load a config saved by `to_dict` (addresses included, as they were assigned)."""
         hosts = tuple(
-            HostSpec(name=h["name"], kind=h["kind"], memory_mib=int(h["memory_mib"]), address=h["address"])
+            HostSpec(
+                name=h["name"],
+                kind=h["kind"],
+                memory_mib=int(h["memory_mib"]),
+                address=h["address"],
+                torch=bool(h.get("torch", False)),
+            )
             for h in data["hosts"]
         )
         return cls(
@@ -136,6 +144,7 @@ class _HostRequest:
     name: str
     kind: str
     memory_mib: int | None
+    torch: bool = False
 
 
 def parse_hosts_spec(spec: str) -> list[_HostRequest]:
@@ -185,7 +194,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 def _hosts_from_yaml(items: Any, where: str) -> list[_HostRequest]:
     if not isinstance(items, list) or not items:
-        raise InputError(f"{where}: `hosts` must be a non-empty list of {{name, kind, memory_mib}}")
+        raise InputError(f"{where}: `hosts` must be a non-empty list of {{name, kind, memory_mib, torch}}")
     requests = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "name" not in item or "kind" not in item:
@@ -194,7 +203,10 @@ def _hosts_from_yaml(items: Any, where: str) -> list[_HostRequest]:
         if unknown:
             raise InputError(f"{where}: hosts[{i}] has unknown keys {sorted(unknown)}")
         memory = _memory(item["memory_mib"], f"{where}: hosts[{i}]") if "memory_mib" in item else None
-        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory))
+        torch = item.get("torch", False)
+        if not isinstance(torch, bool):
+            raise InputError(f"{where}: hosts[{i}]: torch must be true or false, got {torch!r}")
+        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory, torch))
     return requests
 
 
@@ -255,7 +267,7 @@ def build_config(
         p = persona(req.kind)
         memory = req.memory_mib or default_memory or p.default_memory_mib
         address = str(net.network_address + FIRST_HOST_OFFSET + i)
-        specs.append(HostSpec(name=name, kind=p.kind, memory_mib=memory, address=address))
+        specs.append(HostSpec(name=name, kind=p.kind, memory_mib=memory, address=address, torch=req.torch))
     return SimConfig(
         hosts=tuple(specs), subnet=str(net), bridge=bridge, prefix=prefix, repo_port=repo_port, user=user
     )

@@ -78,6 +78,7 @@ def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "edgejar_sim_memory_mib": h.memory_mib,
                     **extra,
+                    **({"node_torch": True} if h.torch else {}),
                 }
                 for h in members
             }

@@ -51,6 +51,7 @@ def units(spec: TrainingSpec, count: int, node_names: Sequence[str]) -> list[Ins
             anti_affinity=tuple(o for o in ids if o != iid),
             tags=frozenset(spec.tags),
             avoid=avoid,
+            torch=True,
         )
         for iid in ids
     ]
