@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="run this node's part of a torch_distributed job (torchrun)")
     train.add_argument("--config", required=True, type=Path, help="the training unit's config JSON")
     train.add_argument(
-        "--app-dir", type=Path, default=Path("/opt/edgejar/app"), help="where deploy put the code"
+        "--app-dir", type=Path, default=None, help="where deploy put the code (default: the config's app_dir)"
     )
     train.add_argument("--print", action="store_true", help="print the command and environment, run nothing")
     return p
@@ -57,15 +57,14 @@ def train(args: argparse.Namespace) -> int:
     from runner.node import train as train_mod
 
     entry = train_mod.load(args.config)
-    argv, env = train_mod.prepare(entry, sys.executable, args.app_dir)
+    app_dir = args.app_dir or Path(str(entry.get("app_dir") or "/opt/edgejar/app"))
+    argv, env = train_mod.prepare(entry, sys.executable, app_dir)
     if args.print:
         shown = {k: v for k, v in env.items() if k.startswith(("GLOO_", "EDGEJAR_TRAINING_"))}
         print(json.dumps({"argv": argv, "env": shown}, indent=2, sort_keys=True), flush=True)
         return 0
     log.info("%s: %s (GLOO_SOCKET_IFNAME=%s)", entry["id"], " ".join(argv), env["GLOO_SOCKET_IFNAME"])
-    sys.stdout.flush()
-    os.execve(argv[0], argv, env)  # the unit's main process becomes torchrun (signals reach it directly)
-    return 0  # not reached
+    return train_mod.run(entry, argv, env)
 
 
 def positive_int(text: str) -> int:

@@ -58,11 +58,23 @@ TABLES: dict[str, str] = {
         at REAL NOT NULL, UNIQUE (instance_id, life, seq)""",
     "metrics": """instance_id TEXT NOT NULL, life INTEGER NOT NULL, cycle INTEGER NOT NULL,
         name TEXT NOT NULL, value REAL, at REAL NOT NULL, UNIQUE (instance_id, life, cycle, name)""",
+    # Training units (kind torch_distributed; runner/node/train.py and runner/node/trainrec.py). `launch`:
+    # the unit's start by systemd (1, 2, ...); `restart`: torchrun's restart of its workers within that
+    # launch (TORCHELASTIC_RESTART_COUNT); `local_rank` -1 is the unit's own wrapper.
+    "train_events": """instance_id TEXT NOT NULL, launch INTEGER NOT NULL, restart INTEGER NOT NULL,
+        local_rank INTEGER NOT NULL, rank INTEGER, event TEXT NOT NULL, step INTEGER, detail TEXT NOT NULL,
+        at REAL NOT NULL, UNIQUE (instance_id, launch, restart, local_rank, event)""",
+    "train_steps": """instance_id TEXT NOT NULL, launch INTEGER NOT NULL, restart INTEGER NOT NULL,
+        local_rank INTEGER NOT NULL, rank INTEGER NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL,
+        batch INTEGER NOT NULL, step_s REAL NOT NULL, compute_s REAL NOT NULL, comm_s REAL NOT NULL,
+        samples_per_s REAL, peak_rss_mib REAL, at REAL NOT NULL,
+        UNIQUE (instance_id, launch, restart, local_rank, step)""",
 }
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS cycles_by_instance ON cycles (instance_id, cycle)",
     "CREATE INDEX IF NOT EXISTS messages_by_instance ON messages (instance_id, direction)",
     "CREATE INDEX IF NOT EXISTS memories_by_instance ON memories (instance_id)",
+    "CREATE INDEX IF NOT EXISTS train_steps_by_instance ON train_steps (instance_id, step)",
 )
 
 

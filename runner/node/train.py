@@ -1,6 +1,6 @@
 """One node's part of a `torch_distributed` job: the `torchrun` command line and its environment, from the
-unit's placement entry (docs/training.md). `python -m runner.node train --config FILE` runs it in place of
-itself; `--print` shows it instead.
+unit's placement entry (docs/training.md). `python -m runner.node train --config FILE` records the launch,
+runs torchrun as its child and records its exit; `--print` shows the command instead.
 
 Two rules the seed's public code broke are kept here:
 - gloo binds to the interface named by GLOO_SOCKET_IFNAME, derived on the node from the route to the
@@ -18,13 +18,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from runner.errors import InputError
+from runner.node import records, trainrec
 
+RECORDS_FILE = "records.sqlite3"  # the node's records database in its data directory (as the instances')
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
 # The fields of a unit's entry that this module reads (runner/training/plan.py writes them).
@@ -59,6 +63,12 @@ def gloo_interface(rdzv_address: str, nnodes: int, run: Run = subprocess.run) ->
     return dev
 
 
+def _hosts_rendezvous(entry: Mapping[str, Any]) -> bool:
+    if entry.get("unit_index") is not None:
+        return int(entry["unit_index"]) == 0
+    return bool(entry.get("node")) and entry.get("rdzv_host") == entry.get("node")
+
+
 def command(entry: Mapping[str, Any], python: str, app_dir: Path) -> list[str]:
     """The torchrun command line for this node's unit."""
     missing = [k for k in REQUIRED if entry.get(k) in (None, "")]
@@ -75,6 +85,9 @@ def command(entry: Mapping[str, Any], python: str, app_dir: Path) -> list[str]:
         f"--rdzv-id={entry['experiment']}",
         f"--max-restarts={int(entry['max_restarts'])}",
         f"--local-addr={entry['address']}",
+        # Unit 0's agent hosts the c10d store, said outright: torchrun's guess compares the endpoint with
+        # the host name, which Debian and Pi OS resolve to 127.0.1.1.
+        f"--rdzv-conf=is_host={'true' if _hosts_rendezvous(entry) else 'false'}",
     ]
     if entry.get("module"):
         argv += ["-m", str(entry["module"])]
@@ -85,10 +98,21 @@ def command(entry: Mapping[str, Any], python: str, app_dir: Path) -> list[str]:
     return argv + [str(a) for a in entry.get("args") or []]
 
 
+def data_dir(entry: Mapping[str, Any]) -> Path:
+    """The node's data directory (the records database, the checkpoints): launch writes it in the config."""
+    return Path(str(entry.get("data_dir") or "."))
+
+
+def checkpoint_dir(entry: Mapping[str, Any]) -> Path:
+    return data_dir(entry) / "checkpoints" / str(entry["id"])
+
+
 def environment(entry: Mapping[str, Any], interface: str, base: Mapping[str, str]) -> dict[str, str]:
     """The environment of the torchrun agent and its ranks."""
     return {
         **base,
+        trainrec.ENV_RECORDS: str(data_dir(entry) / RECORDS_FILE),
+        trainrec.ENV_CHECKPOINTS: str(checkpoint_dir(entry)),
         "GLOO_SOCKET_IFNAME": interface,
         "EDGEJAR_TRAINING_BACKEND": str(entry["backend"]),
         "EDGEJAR_TRAINING_JOB": str(entry["experiment"]),
@@ -115,3 +139,81 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a training unit's config is one JSON object")
     return data
+
+
+def register(conn: Any, entry: Mapping[str, Any]) -> int:
+    """Record the unit (its experiment and placement entry, once) and this launch; returns the launch
+    number (1 for the unit's first start on this node, then 2, 3, ... after each systemd restart)."""
+    t = records.now()
+    job = str(entry["experiment"])
+    records.insert(
+        conn,
+        "experiments",
+        {"name": job, "mode": "torch_distributed", "experiment_file": None, "first_seen": t},
+    )
+    records.insert(
+        conn,
+        "instances",
+        {
+            "instance_id": str(entry["id"]),
+            "experiment": job,
+            "mode": "torch_distributed",
+            "node": entry.get("node"),
+            "address": entry.get("address"),
+            "port": None,
+            "model": None,
+            "memory_mib": entry.get("memory_mib"),
+            "gpu": int(bool(entry.get("gpu"))),
+            "gpu_memory_mib": entry.get("gpu_memory_mib"),
+            "config": dict(entry),
+            "registered_at": t,
+        },
+    )
+    row = conn.execute(
+        "SELECT COALESCE(MAX(launch), 0) FROM train_events WHERE instance_id = ? AND event = 'launch'",
+        (str(entry["id"]),),
+    ).fetchone()
+    return int(row[0]) + 1
+
+
+def _event(conn: Any, entry: Mapping[str, Any], launch: int, event: str, **detail: Any) -> None:
+    records.insert(
+        conn,
+        "train_events",
+        {
+            "instance_id": str(entry["id"]),
+            "launch": launch,
+            "restart": 0,
+            "local_rank": -1,
+            "rank": None,
+            "event": event,
+            "step": None,
+            "detail": json.dumps(detail, sort_keys=True),
+            "at": records.now(),
+        },
+    )
+
+
+def run(entry: Mapping[str, Any], argv: list[str], env: dict[str, str]) -> int:
+    """Record the launch, run torchrun as a child (SIGTERM and SIGINT passed on), record its exit; its exit
+    status is the unit's (systemd restarts a failed unit within its start limit)."""
+    checkpoint_dir(entry).mkdir(parents=True, exist_ok=True)
+    conn = records.connect(data_dir(entry) / RECORDS_FILE)
+    try:
+        launch = register(conn, entry)
+        env = {**env, trainrec.ENV_LAUNCH: str(launch)}
+        shown = {k: env[k] for k in ("GLOO_SOCKET_IFNAME", "EDGEJAR_TRAINING_BACKEND")}
+        _event(conn, entry, launch, "launch", argv=argv, env=shown, nnodes=entry.get("nnodes"))
+        sys.stdout.flush()
+        child = subprocess.Popen(argv, env=env)
+
+        def forward(signum: int, _frame: object) -> None:
+            child.send_signal(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, forward)
+        code = child.wait()
+        _event(conn, entry, launch, "exit", returncode=code)
+    finally:
+        conn.close()
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention

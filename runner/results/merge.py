@@ -37,7 +37,7 @@ NODES_DIR = ".nodes"
 DB_NAME = "results.sqlite3"
 SNAPSHOT = "records.sqlite3"
 JOURNAL = "journal.json"
-UNIT_RE = re.compile(r"^edgejar-instance@(.+)\.service$")
+UNIT_RE = re.compile(r"^edgejar-(?:instance|train)@(.+)\.service$")  # instances and training units
 TABLE_NAMES = tuple(t for t in records.TABLES if t != "meta")  # what a results database merges
 LOGS_DDL = """node TEXT NOT NULL, instance_id TEXT NOT NULL, cursor TEXT NOT NULL, at REAL NOT NULL,
     priority INTEGER, message TEXT NOT NULL, UNIQUE (node, cursor)"""
@@ -133,7 +133,11 @@ def copy_experiment(conn: sqlite3.Connection, source: Path, node: str, experimen
     added: dict[str, int] = {}
     members = "SELECT instance_id FROM src.instances WHERE experiment = :exp"
     with attached(conn, source), records.transaction(conn):
+        present = {r[0] for r in conn.execute("SELECT name FROM src.sqlite_master WHERE type = 'table'")}
         for t in tables():
+            if t.name not in present:  # a snapshot of a runtime from before the table existed
+                added[t.name] = 0
+                continue
             cols = [c for c, _ in t.columns]
             picked = [":node" if c == "node" else c for c in cols]
             where = "name = :exp" if t.name == "experiments" else f"instance_id IN ({members})"

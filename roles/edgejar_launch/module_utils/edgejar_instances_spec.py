@@ -27,4 +27,10 @@ SPEC: dict[str, dict[str, Any]] = {
     "wait_timeout": {"type": "int", "default": 120},
     "log_lines": {"type": "int", "default": 20},
     "host": {"type": "str", "default": "this node"},
+    # Training units (kind torch_distributed): their template (empty: none are reconciled), entries and
+    # the code directory their configs name.
+    "training": {"type": "list", "default": []},  # checked by bad_entries
+    "training_unit": {"type": "str", "default": "edgejar-train"},
+    "training_template": {"type": "str", "default": ""},
+    "code_dir": {"type": "path", "default": "/opt/edgejar/app"},
 }

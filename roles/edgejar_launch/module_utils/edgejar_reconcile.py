@@ -60,15 +60,17 @@ def _meta_ok(path: str, uid: int, gid: int, mode: int) -> bool | None:
 NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 
 
-def bad_entries(entries: list[Any], host: str) -> str | None:
-    """Why the placement entries cannot be launched on `host` (the offending ids named), or None."""
+def bad_entries(entries: list[Any], host: str, training: bool = False) -> str | None:
+    """Why the placement entries cannot be launched on `host` (the offending ids named), or None.
+    `training`: the entries are training units (a rendezvous instead of a port and a model)."""
     name = re.compile(NAME_PATTERN)
+    needs = ("rdzv_endpoint",) if training else ("model",)
 
     def ok(item: Any) -> bool:
         if not isinstance(item, dict):
             return False
         try:
-            numbers = int(item.get("memory_mib", 0)) > 0 and int(item.get("port", 0)) > 0
+            numbers = int(item.get("memory_mib", 0)) > 0 and (training or int(item.get("port", 0)) > 0)
         except (TypeError, ValueError):
             return False
         return (
@@ -76,21 +78,23 @@ def bad_entries(entries: list[Any], host: str) -> str | None:
             and item.get("node", host) == host
             and numbers
             and bool(item.get("address"))
-            and bool(item.get("model"))
+            and all(bool(item.get(k)) for k in needs)
         )
 
     def label(item: Any) -> str:
         return json.dumps(str(item.get("id", "?") if isinstance(item, dict) else "?")[:64])
 
+    what = "training unit(s)" if training else "instance(s)"
     bad = [label(e) for e in entries if not ok(e)]
     if bad:
         return (
-            f"instance(s) {', '.join(bad)}: each needs an id and an experiment name of 1-64 letters, digits, "
-            f"_ . - (not starting with . or -), node {host}, memory_mib, address, port and model"
+            f"{what} {', '.join(bad)}: each needs an id and an experiment name of 1-64 letters, digits, "
+            f"_ . - (not starting with . or -), node {host}, memory_mib, address, "
+            + ("rdzv_endpoint" if training else "port and model")
         )
     ids = [e["id"] for e in entries]
     if len(set(ids)) != len(ids):
-        return f"duplicate instance ids: {sorted({i for i in ids if ids.count(i) > 1})}"
+        return f"duplicate {what.replace('(s)', '')} ids: {sorted({i for i in ids if ids.count(i) > 1})}"
     return None
 
 
@@ -103,6 +107,12 @@ def config_text(entry: dict[str, Any], p: dict[str, Any]) -> str:
         "data_dir": p["data_dir"],
         "peer_secret_file": os.path.join(p["secrets_dir"], f"{entry['experiment']}.key"),
     }
+    return json.dumps({**entry, **extra}, indent=4, sort_keys=True, separators=(",", ": ")) + "\n"
+
+
+def training_config_text(entry: dict[str, Any], p: dict[str, Any]) -> str:
+    """A training unit's config file: its placement entry plus where the code and data are."""
+    extra = {"app_dir": p["code_dir"], "data_dir": p["data_dir"]}
     return json.dumps({**entry, **extra}, indent=4, sort_keys=True, separators=(",", ": ")) + "\n"
 
 
@@ -251,12 +261,15 @@ def _mib(value: str | None) -> float | None:
 class Reconcile:
     """One node's reconcile: files, prune, systemd actions, wait, report (module params in `p`)."""
 
-    def __init__(self, module: Module) -> None:
+    def __init__(self, module: Module, training: bool = False) -> None:
         self.node = Node(module)
         self.p: dict[str, Any] = module.params
-        self.unit: str = self.p["unit"]
-        self.wanted: list[str] = [i["id"] for i in self.p["instances"]]
-        self.by_id: dict[str, dict[str, Any]] = {i["id"]: i for i in self.p["instances"]}
+        self.training = training  # training units (edgejar-train@): no port to answer, no secrets
+        self.unit: str = self.p["training_unit" if training else "unit"]
+        self.template: str = self.p["training_template" if training else "template"]
+        self.entries: list[dict[str, Any]] = self.p["training" if training else "instances"]
+        self.wanted: list[str] = [i["id"] for i in self.entries]
+        self.by_id: dict[str, dict[str, Any]] = {i["id"]: i for i in self.entries}
         self.why: dict[str, list[str]] = {iid: [] for iid in self.wanted}
         self.changed = False
         self.units_changed = False
@@ -274,13 +287,14 @@ class Reconcile:
         ):
             self.changed |= node.directory(path, owner, group, mode)
         template = node.file(
-            os.path.join(p["unit_dir"], f"{self.unit}@.service"), p["template"], "root", "root", 0o644
+            os.path.join(p["unit_dir"], f"{self.unit}@.service"), self.template, "root", "root", 0o644
         )
         self.units_changed |= template
-        for inst in p["instances"]:
+        render = training_config_text if self.training else config_text
+        for inst in self.entries:
             iid = inst["id"]
             if node.file(
-                os.path.join(p["config_dir"], f"{iid}.json"), config_text(inst, p), "root", p["group"], 0o640
+                os.path.join(p["config_dir"], f"{iid}.json"), render(inst, p), "root", p["group"], 0o640
             ):
                 self.why[iid].append("config changed")
             dropin_dir = os.path.join(p["unit_dir"], f"{self.name(iid)}.d")
@@ -292,6 +306,8 @@ class Reconcile:
                 self.units_changed = True
             if template:
                 self.why[iid].append("unit template changed")
+        if self.training:
+            return  # the secrets are the instances' (peer authentication)
         if len(p["contents"]) != len(p["files"]):
             self.node.module.fail_json(msg="files and contents must have the same length")
         for n, f in enumerate(p["files"]):  # (zip's strict= needs Python 3.10; nodes may have 3.9)
@@ -311,7 +327,11 @@ class Reconcile:
         known = node.known(self.unit)
         present = {i for i, _ in known}
         if os.path.isdir(p["config_dir"]):
-            present |= {e[: -len(".json")] for e in os.listdir(p["config_dir"]) if e.endswith(".json")}
+            present |= {
+                e[: -len(".json")]
+                for e in os.listdir(p["config_dir"])
+                if e.endswith(".json") and self._own_config(os.path.join(p["config_dir"], e))
+            }
         prefix, suffix = f"{self.unit}@", ".service.d"
         if os.path.isdir(p["unit_dir"]):
             present |= {
@@ -331,6 +351,11 @@ class Reconcile:
         for iid in stale:
             node.remove(os.path.join(p["config_dir"], f"{iid}.json"))
             self.units_changed |= node.remove(os.path.join(p["unit_dir"], f"{self.name(iid)}.d"))
+
+    def _own_config(self, path: str) -> bool:
+        """Whether a config file in the shared directory is of this kind (a training unit's says so)."""
+        text = _read(path) or ""
+        return ('"kind": "torch_distributed"' in text) == self.training
 
     def act(self) -> dict[str, str]:
         """Reload once, then enable, restart and start what needs it (one systemctl call each)."""
@@ -381,7 +406,7 @@ class Reconcile:
             states = self.node.show(units)
             for iid in sorted(pending):
                 props, inst = states[self.name(iid)], self.by_id[iid]
-                if _running(props) and _answers(inst["address"], inst["port"]):
+                if _running(props) and (self.training or _answers(inst["address"], inst["port"])):
                     answers[iid] = True
                     pending.discard(iid)
                 elif props.get("ActiveState") == "failed" or _completed(props):
@@ -413,11 +438,23 @@ class Reconcile:
                 "port_answering": answers.get(iid, False),
                 "ok": check or _completed(props) or answers.get(iid, False),
             }
-            port = "" if check else (", port answers" if entry["port_answering"] else ", port NOT answering")
+            if self.training:
+                entry["port_answering"] = None  # a training unit has no port of its own
+            port = (
+                ""
+                if check or self.training
+                else (", port answers" if entry["port_answering"] else ", port NOT answering")
+            )
+            where_at = (
+                f"rank(s) {inst.get('nproc_per_node', 1)} of {inst.get('world_size', '?')}, "
+                f"rendezvous {inst.get('rdzv_endpoint')}"
+                if self.training
+                else f"port {inst['port']}"
+            )
             mem = "n/a" if entry["memory_mib"] is None else f"{entry['memory_mib']} MiB"
             did = "" if actions[iid] == "none" else f" [{actions[iid]}: {'; '.join(self.why[iid])}]"
             lines.append(
-                f"{iid} on {self.p['host']} port {inst['port']}: {state}{port}, pid {entry['pid']}, "
+                f"{iid} on {self.p['host']} {where_at}: {state}{port}, pid {entry['pid']}, "
                 f"memory {mem} of {entry['memory_max_mib']} MiB, restarts {entry['restarts']}{did}"
             )
             if not entry["ok"]:
@@ -426,7 +463,11 @@ class Reconcile:
                     ["journalctl", "-u", self.name(iid), "-n", n, "--no-pager", "-o", "cat"], check_rc=False
                 )
                 entry["log_tail"] = log.splitlines()
-                where = f", not answering on {inst['address']}:{inst['port']}" if _running(props) else ""
+                where = (
+                    f", not answering on {inst['address']}:{inst['port']}"
+                    if _running(props) and not self.training
+                    else ""
+                )
                 tail = "\n  ".join(entry["log_tail"]) or "(no journal lines)"
                 failures.append(
                     f"{iid} is {state} (result {entry['result']}, restarts {entry['restarts']}){where} "
@@ -442,29 +483,35 @@ def reconcile(module: Module) -> None:
         if any(c in module.params[key] for c in "\r\n"):
             module.fail_json(msg=f"{key} must be one line (it goes into a unit file)")
     host = module.params["host"]
-    why = bad_entries(module.params["instances"], host)
-    if why:
-        module.fail_json(
-            msg=f"{host}: host_vars/{host}/placement.yml: {why}; re-run `python -m runner place`."
-        )
-    rec = Reconcile(module)
-    rec.files()
-    if rec.p["prune"]:
-        rec.prune()
-    actions = rec.act()
-    if module.check_mode or not rec.wanted:
-        states, answers = rec.node.show([rec.name(i) for i in rec.wanted]), {}
-    else:
-        states, answers = rec.wait()
-    results, lines, failures = rec.report(actions, states, answers)
-    out: dict[str, Any] = {
-        "changed": rec.changed or any(rec.why.values()),
-        "instances": results,
-        "removed": rec.removed,
-        "lines": lines,
-    }
+    kinds = [False] + ([True] if module.params.get("training_template") else [])
+    for training in kinds:
+        why = bad_entries(module.params["training" if training else "instances"], host, training)
+        if why:
+            module.fail_json(
+                msg=f"{host}: host_vars/{host}/placement.yml: {why}; re-run `python -m runner place`."
+            )
+    out: dict[str, Any] = {"changed": False, "instances": [], "training": [], "removed": [], "lines": []}
+    diffs: list[dict[str, str]] = []
+    failures: list[str] = []
+    for training in kinds:
+        rec = Reconcile(module, training)
+        rec.files()
+        if rec.p["prune"]:
+            rec.prune()
+        actions = rec.act()
+        if module.check_mode or not rec.wanted:
+            states, answers = rec.node.show([rec.name(i) for i in rec.wanted]), {}
+        else:
+            states, answers = rec.wait()
+        results, lines, failed = rec.report(actions, states, answers)
+        out["changed"] |= rec.changed or any(rec.why.values())
+        out["training" if training else "instances"] = results
+        out["removed"] += rec.removed
+        out["lines"] += lines
+        diffs += rec.node.diffs
+        failures += failed
     if module._diff:
-        out["diff"] = rec.node.diffs
+        out["diff"] = diffs
     if failures:
         module.fail_json(msg="\n".join(failures), **out)
     module.exit_json(**out)
