@@ -37,7 +37,7 @@ def from_results(results: Mapping[str, Mapping[str, Any]]) -> list[Launched]:
     """Pure: node -> reconcile result, as one entry per instance (sorted by node and id)."""
     out = []
     for node, res in sorted(results.items()):
-        for inst in res.get("instances") or []:
+        for inst in [*(res.get("instances") or []), *(res.get("training") or [])]:
             out.append(
                 Launched(
                     node=node,
@@ -61,7 +61,7 @@ def summary(launched: list[Launched], removed: Mapping[str, list[str]]) -> list[
         lines.append(f"{x.action}: {x.id} on {x.node} ({'; '.join(x.why)})")
     for node, ids in sorted(removed.items()):
         lines.extend(f"removed: {iid} from {node}" for iid in ids)
-    lines.append(f"{len(changed)} instance(s) started or restarted, {kept} left running as they were")
+    lines.append(f"{len(changed)} unit(s) started or restarted, {kept} left running as they were")
     for x in launched:
         if not x.ok:
             lines.append(f"NOT RUNNING: {x.id} on {x.node} is {x.state}; its journal:")

@@ -89,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     missing = [str(f) for f in args.experiments if not f.is_file()]
     if missing:
         raise InputError(f"experiment file(s) not found: {', '.join(missing)}")
-    for exp in load_files(args.experiments):  # bad input exits 2 before any playbook is looked for
-        if exp.kind != "llm":
-            raise InputError(
-                f"{exp.source}: kind: {exp.kind} jobs are placed by `python -m runner place` (ranks, "
-                "backend, "
-                "rendezvous in host_vars) but not launched yet: their units come next (docs/training.md)"
-            )
+    load_files(args.experiments)  # bad input exits 2 before any playbook is looked for
     for name in PLAYBOOKS:
         ansible_bridge.playbook_path(name)  # before anything is written
     inventory = inventory_path(args)

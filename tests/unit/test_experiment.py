@@ -21,9 +21,12 @@ BASE = "name: e\nmode: isolated\nmodel: tiny\n"
 
 def test_seed_files_load_with_intent_and_defaults():
     exps = load_files(SEEDS)
-    assert {e.mode for e in exps} == {"split_brain", "hive_cluster", "panopticon", "prisoners_dilemma"}
+    llm = [e for e in exps if e.kind == "llm"]
+    assert {e.mode for e in llm} == {"split_brain", "hive_cluster", "panopticon", "prisoners_dilemma"}
+    assert [e.name for e in exps if e.kind == "torch_distributed"] == ["mixed_mlp"]
     for e in exps:
-        assert len(e.description) > 80, f"{e.source} should state its intent"
+        text = e.training.description if e.training is not None else e.description
+        assert len(text) > 80, f"{e.source} should state its intent"
     split = next(e for e in exps if e.name == "split_brain")
     a = split.instances[0]
     assert a.runtime["n_ctx"] == 2048 and a.runtime["cycles"] == 15

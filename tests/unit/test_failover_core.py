@@ -20,6 +20,7 @@ from runner.ansible_bridge import HostProgress, PlaybookResult
 from runner.cli import main
 from runner.errors import InputError
 from runner.planning import failover
+from runner.training import plan as training_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("jetson", "rpi1", "rpi2", "host")
@@ -245,7 +246,9 @@ def test_training_units_stay_as_placed_through_a_failover(project: Path) -> None
 def test_failover_counts_the_memory_of_training_units(project: Path) -> None:
     """The host's training unit takes all its memory: split_brain_B cannot move there."""
     (project / "experiments/train.py").write_text("print('entry')\n")
-    host_ram = inventory.load(project / "inventory").by_name()["host"].node.ram_capacity
+    host_ram = (
+        inventory.load(project / "inventory").by_name()["host"].node.ram_capacity - training_plan.AGENT_MIB
+    )
     (project / "experiments/train.yml").write_text(
         f"name: job\nkind: torch_distributed\nentry: train.py\nranks: 1\nmemory_gb: {host_ram / 1024}\n"
         "nodes: [host]\n"

@@ -48,7 +48,7 @@ def test_summary_names_what_changed_and_why_and_shows_a_failure_with_its_log():
     assert "restarted: a on rpi1 (config changed)" in lines
     assert "started: c on host (was failed)" in lines
     assert "removed: old from rpi1" in lines
-    assert "2 instance(s) started or restarted, 1 left running as they were" in lines
+    assert "2 unit(s) started or restarted, 1 left running as they were" in lines
     i = lines.index("NOT RUNNING: c on host is failed/failed; its journal:")
     assert lines[i + 2] == "    ValueError: bad model"
     assert not any(line.startswith(("restarted: b", "started: b")) for line in lines)
@@ -57,7 +57,7 @@ def test_summary_names_what_changed_and_why_and_shows_a_failure_with_its_log():
 def test_a_noop_says_nothing_changed():
     res = {"n": {"instances": [{"id": "a", "action": "none", "ok": True}]}}
     assert launched.summary(launched.from_results(res), {}) == [
-        "0 instance(s) started or restarted, 1 left running as they were"
+        "0 unit(s) started or restarted, 1 left running as they were"
     ]
 
 

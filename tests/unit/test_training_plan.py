@@ -60,7 +60,8 @@ def test_three_ranks_go_to_three_nodes_with_one_backend_and_one_rendezvous(proje
     assert {e["rdzv_endpoint"] for e in units} == {f"{host['address']}:29500"}
     assert {e["backend"] for e in units} == {"gloo"}
     assert all(e["entry"] == "experiments/train_mlp.py" and e["args"] == ["--steps", "50"] for e in units)
-    assert all(e["memory_mib"] == 512 and e["nproc_per_node"] == 1 for e in units)
+    # 0.5 GB per rank and the torchrun agent (plan.AGENT_MIB): the unit's MemoryMax
+    assert all(e["memory_mib"] == 512 + plan.AGENT_MIB and e["nproc_per_node"] == 1 for e in units)
     # The LLM instances' list is untouched by a training-only placement (launch reads only that list).
     for f in (project / "host_vars").glob("*/placement.yml"):
         assert yaml.safe_load(f.read_text())["edgejar_instances"] == []
@@ -142,12 +143,22 @@ def test_bad_training_input_exits_2_names_the_field_and_writes_nothing(
     assert placement_texts(project) == before
 
 
-def test_up_refuses_a_training_job_before_anything_runs(project: Path, capsys) -> None:
-    path = write_job(project)
+def test_up_with_a_bad_training_file_exits_2_before_anything_runs(project: Path, capsys) -> None:
+    path = write_job(project, entry="no_such_script.py")
     assert main(["up", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "kind: torch_distributed jobs are placed by `python -m runner place`" in err
+    assert f"{path}: entry: no_such_script.py: no such file" in err, err
     assert not list((project / "host_vars").glob("*/placement.yml"))
+
+
+def test_a_node_without_pytorch_takes_no_training_unit(project: Path, capsys) -> None:
+    """node_torch: false on rpi2 (host_vars): a job over all four nodes cannot be placed, and says why."""
+    (project / "host_vars" / "rpi2").mkdir(parents=True)
+    (project / "host_vars" / "rpi2" / "torch.yml").write_text("node_torch: false\n")
+    assert main(["place", str(write_job(project, ranks=4))]) == 2
+    assert "rpi2: needs PyTorch; rpi2 has none (node_torch is not true)" in capsys.readouterr().err
+    assert main(["place", "--json", str(write_job(project, ranks="2:4"))]) == 0
+    assert "rpi2" not in json.loads(capsys.readouterr().out)["training"]["mlp"]["nodes"]
 
 
 def test_validate_reports_a_training_job(project: Path, capsys) -> None:
