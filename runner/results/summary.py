@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.errors import EdgejarError
 from runner.node import queries
-from runner.results import excerpts
+from runner.results import excerpts, training
 from runner.results.merge import DB_NAME, NODES_DIR
 
 TEXT_CHARS = 100  # model text shown in the summary is cut to this length
@@ -117,6 +117,7 @@ def panopticon(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 OUTCOMES = {
+    training.MODE: training.outcome,
     "split_brain": split_brain,
     "prisoners_dilemma": prisoners_dilemma,
     "hive_cluster": hive_cluster,
@@ -219,6 +220,11 @@ def render(doc: dict[str, Any]) -> str:
     blocks = []
     header = ["instance", "node", "lives", "deaths (causes)", "last life", "cycles", "tok/s", "sent", "recv"]
     for exp in doc["experiments"]:
+        if exp["mode"] == training.MODE:
+            o = exp["outcome"]
+            title = f"== {exp['name']} ({exp['mode']}): {exp['database']}"
+            blocks.append("\n".join([title, table(training.rows(o), training.HEADER), *training.lines(o)]))
+            continue
         rows = [
             [
                 i["id"],
