@@ -1,4 +1,5 @@
-"""`python -m runner down`: stop experiment instances (all, or some experiments or instances)."""
+"""`python -m runner down`: stop experiment instances and training units (all, or some experiments, jobs,
+instances or units)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,18 @@ STOP_PLAYBOOK = "stop.yml"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "down",
-        help="stop experiment instances (all by default)",
-        description="Run playbooks/stop.yml: every instance unit is stopped gracefully (SIGTERM, the life "
-        "ends as `stopped`; units disabled), or only --experiment's or --instance. Exit 1 names hosts that "
-        "failed or were unreachable; 2 bad input.",
+        help="stop experiment instances and training units (all by default)",
+        description="Run playbooks/stop.yml: every instance and training unit is stopped gracefully "
+        "(SIGTERM, an instance's life ends as `stopped`; units disabled), or only --experiment's (an "
+        "experiment or a training job) or --instance (an instance or a training unit). Exit 1 names hosts "
+        "that failed or were unreachable; 2 bad input.",
     )
     add_inventory(p)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--experiment", metavar="NAME", help="only this experiment's instances")
-    which.add_argument("--instance", metavar="ID", help="only this instance")
+    which.add_argument(
+        "--experiment", metavar="NAME", help="only this experiment's instances (or training job's units)"
+    )
+    which.add_argument("--instance", metavar="ID", help="only this instance (or training unit)")
     add_extra_vars(p)
     p.set_defaults(func=run)
 

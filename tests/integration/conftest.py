@@ -28,16 +28,18 @@ if not -1 <= SLOT <= 9:
     raise SystemExit(f"EDGEJAR_TEST_SIM_SLOT must be 0-9, not {SLOT}")
 _SUFFIX = "" if SLOT < 0 else str(SLOT)
 TEST_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_SIM_DIR", f"/var/tmp/edgejar-sim-test{_SUFFIX}"))
+# Three hosts get PyTorch (inventory node_torch) and may take a training job's units; rpi2 has none, so
+# a job over every node that can take one spans three (tests/integration/test_training.py).
 TEST_CONFIG = f"""\
 subnet: 10.231.{43 if SLOT < 0 else 50 + SLOT}.0/24
 bridge: {"ejtbr0" if SLOT < 0 else f"ejsbr{SLOT}"}
 prefix: ejt{_SUFFIX}
 repo_port: {8081 if SLOT < 0 else 8090 + SLOT}
 hosts:
-  - {{name: jetson, kind: jetson}}
-  - {{name: rpi1, kind: rpi5}}
+  - {{name: jetson, kind: jetson, torch: true}}
+  - {{name: rpi1, kind: rpi5, torch: true}}
   - {{name: rpi2, kind: rpi5}}
-  - {{name: host, kind: x86}}
+  - {{name: host, kind: x86, torch: true}}
 """
 UP_TIMEOUT = 1800  # a first run builds the rootfs (minutes); later runs boot in seconds
 

@@ -1,0 +1,193 @@
+"""A training job (kind torch_distributed) on the simulated cluster, end to end from `python -m runner up`:
+ranks placed on the hosts that have PyTorch (the test cluster gives it to jetson, rpi1 and host; rpi2 has
+none), one gloo backend, torchrun units under systemd, the loss falling, one unit killed mid-run and the
+job resuming from its checkpoint, then collect and `runner results`.
+
+The job is experiments/training/mlp.py (real torch, installed on the nodes by provision.yml from the
+controller's wheelhouse), with a short pause per step so that the kill lands mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration import runs
+from tests.integration.conftest import ROOT, Sim, assert_provisioned
+from tests.integration.conftest import runner_cli as cli
+
+pytestmark = pytest.mark.integration
+
+JOB = "train_it"
+TORCH_HOSTS = {"jetson", "rpi1", "host"}
+STEPS = 120
+DB = "/var/lib/edgejar/data/records.sqlite3"
+UNIT = "edgejar-train@{}.service"
+
+
+def job_file(tmp: Path) -> Path:
+    doc = {
+        "name": JOB,
+        "kind": "torch_distributed",
+        "description": "The example MLP over every host with PyTorch, slowed down so that a kill lands mid-run.",
+        "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
+        "args": ["--steps", STEPS, "--batch", 96, "--checkpoint-every", 10, "--step-sleep", 0.15],
+        "ranks": "2:4",
+        "memory_gb": 0.5,
+        "weighting": "speed",
+        "max_restarts": 2,
+    }
+    path = tmp / f"{JOB}.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def query(sim: Sim, runner_dir: Path, name: str, sql: str) -> dict[str, list[Any]]:
+    """host -> rows of a query on the node's records database (empty where it does not exist)."""
+    code = (
+        "import json, os, sqlite3, sys; p = sys.argv[1]; "
+        "print(json.dumps(sqlite3.connect(f'file:{p}?mode=ro', uri=True).execute(sys.argv[2]).fetchall() "
+        "if os.path.exists(p) else []))"
+    )
+    cmd = f"/usr/bin/python3 -c {json.dumps(code)} {DB} {json.dumps(sql)}"
+    return {h: json.loads(t) for h, t in runs.shell(sim, runner_dir, name, cmd).items()}
+
+
+def wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def units(sim: Sim) -> dict[str, dict[str, Any]]:
+    """node -> its training unit entry (host_vars written by place)."""
+    out = {}
+    for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml")):
+        for e in yaml.safe_load(f.read_text()).get("edgejar_training") or []:
+            out[f.parent.name] = e
+    return out
+
+
+@pytest.fixture(scope="module")
+def started(
+    sim: Sim, runner_dir: Path, provisioned_runs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
+    assert_provisioned(provisioned_runs)
+    up = cli(sim, "up", "-i", str(sim.inventory), str(job_file(tmp_path_factory.mktemp("training"))))
+    try:
+        yield up, units(sim)
+    finally:
+        down = cli(sim, "down", "-i", str(sim.inventory))
+        assert down.returncode == 0, down.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def finished(sim: Sim, runner_dir: Path, started: tuple[Any, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Wait until every rank is past step 30, kill one unit that does not host the rendezvous, wait until
+    the job ends. Returns what was killed and the node records."""
+    up, placed = started
+    assert up.returncode == 0, up.stderr[-4000:]
+    progress = "SELECT COALESCE(MAX(step), -1) FROM train_steps"
+
+    def past(step: int) -> bool:
+        rows = query(sim, runner_dir, "train-progress", progress)
+        return all(rows[h][0][0] >= step for h in placed)
+
+    wait_for("every rank past step 30", lambda: past(30), 240)
+    victim = next(n for n, e in placed.items() if e["unit_index"] == 1)
+    runs.shell(
+        sim, runner_dir, "train-kill", f"systemctl kill -s KILL {UNIT.format(placed[victim]['id'])}", victim
+    )
+    states = "systemctl show -p ActiveState,Result --value " + " ".join(
+        UNIT.format(e["id"]) for e in placed.values()
+    )
+
+    def ended() -> bool:
+        out = runs.shell(sim, runner_dir, "train-state", states)
+        return all(out[h].split() == ["inactive", "success"] for h in placed)
+
+    wait_for("every unit completed", ended, 420)
+    events = query(
+        sim,
+        runner_dir,
+        "train-events",
+        "SELECT launch, restart, local_rank, event, step, detail FROM train_events",
+    )
+    steps = query(sim, runner_dir, "train-steps", "SELECT step, loss FROM train_steps ORDER BY at")
+    return {"victim": victim, "events": events, "steps": steps}
+
+
+def test_ranks_go_to_the_hosts_with_pytorch_with_one_backend(
+    started: tuple[Any, dict[str, dict[str, Any]]],
+) -> None:
+    up, placed = started
+    assert up.returncode == 0, up.stderr[-4000:]
+    assert set(placed) == TORCH_HOSTS  # rpi2 has no PyTorch: most nodes that can take a unit
+    assert {e["backend"] for e in placed.values()} == {"gloo"}
+    assert {e["rdzv_endpoint"] for e in placed.values()} == {
+        placed[next(n for n, e in placed.items() if e["unit_index"] == 0)]["address"] + ":29500"
+    }
+    for e in placed.values():
+        assert f"started: {e['id']} on " in up.stderr, up.stderr[-3000:]
+
+
+def test_units_are_hardened_and_limited(
+    sim: Sim, runner_dir: Path, started: tuple[Any, dict[str, dict[str, Any]]]
+) -> None:
+    _, placed = started
+    props = "User,MemoryMax,NoNewPrivileges,ProtectSystem,RestrictAddressFamilies"
+    for node, e in placed.items():
+        out = runs.shell(
+            sim, runner_dir, f"train-props-{node}", f"systemctl show -p {props} {UNIT.format(e['id'])}", node
+        )[node]
+        shown = dict(line.split("=", 1) for line in out.splitlines())
+        assert shown["User"] == "edgejar-run" and shown["NoNewPrivileges"] == "yes"
+        assert shown["ProtectSystem"] == "strict" and int(shown["MemoryMax"]) == e["memory_mib"] * 1024 * 1024
+
+
+def test_the_loss_falls_and_every_rank_ends(
+    finished: dict[str, Any], started: tuple[Any, dict[str, dict[str, Any]]]
+) -> None:
+    _, placed = started
+    for node in placed:
+        losses = [loss for step, loss in finished["steps"][node]]
+        assert losses[-1] < losses[0] / 2, (node, losses[0], losses[-1])
+        ends = [r for r in finished["events"][node] if r[3] == "end"]
+        assert ends and all(r[4] == STEPS for r in ends), finished["events"][node]
+        backends = {
+            json.loads(r[5])["backend"] for r in finished["events"][node] if r[3] in ("start", "resume")
+        }
+        assert backends == {"gloo"}
+
+
+def test_a_killed_unit_is_restarted_and_the_job_resumes_from_its_checkpoint(finished: dict[str, Any]) -> None:
+    victim = finished["victim"]
+    launches = {r[0] for r in finished["events"][victim] if r[3] == "launch"}
+    assert launches >= {1, 2}, finished["events"][victim]  # systemd started it again
+    resumed = [r for node in finished["events"] for r in finished["events"][node] if r[3] == "resume"]
+    assert resumed and all(r[4] >= 30 for r in resumed), resumed  # from a checkpoint, not from step 0
+
+
+def test_collect_and_results_print_the_run(sim: Sim, finished: dict[str, Any], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    got = cli(sim, "collect", "-i", str(sim.inventory), "--results", str(results))
+    assert got.returncode == 0, got.stderr[-3000:]
+    shown = cli(sim, "results", "--results", str(results), "--json", JOB)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    (exp,) = json.loads(shown.stdout)["experiments"]
+    o = exp["outcome"]
+    assert exp["mode"] == "torch_distributed" and o["ended"] and o["backends"] == ["gloo"]
+    assert o["final_loss"] < o["first_loss"] / 2 and o["last_step"] == STEPS - 1
+    assert {r["node"] for r in o["ranks"]} == TORCH_HOSTS and o["unit_restarts"] >= 1
+    assert (results / JOB / "logs" / f"{JOB}-0.log").is_file()
