@@ -110,7 +110,10 @@ class HealthService:
                     maintenance=n.maintenance,
                     last_ok_age_s=None if link.last_ok is None else max(0.0, now - link.last_ok),
                     instances=instances.rows(
-                        n.name, cn.placed, link.last_sample, stale=link.failing_since is not None
+                        n.name,
+                        [*cn.placed, *cn.training],
+                        link.last_sample,
+                        stale=link.failing_since is not None,
                     ),
                     reachable=link.last_ok is not None and link.failing_since is None,
                 )

@@ -39,6 +39,11 @@ class RecordStats:
     tokens_per_s: float | None = None
     last_message_at: float | None = None  # epoch seconds
     end: str | None = None  # how the latest life ended (completed, stopped, oom-kill...); None: not ended
+    # A training unit's latest step (its first local rank): step, loss, samples/s, global rank.
+    step: int | None = None
+    loss: float | None = None
+    samples_per_s: float | None = None
+    rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,11 @@ class NodeHealth:
                     "cycle": i.stats.cycle,
                     "tokens_per_s": i.stats.tokens_per_s,
                     "last_message_at": i.stats.last_message_at,
+                    # training units (edgejar-train@): the latest step of their first rank
+                    "step": i.stats.step,
+                    "loss": i.stats.loss,
+                    "samples_per_s": i.stats.samples_per_s,
+                    "rank": i.stats.rank,
                 }
                 for i in self.instances
             ],

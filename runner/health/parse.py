@@ -8,7 +8,7 @@ from typing import Any
 
 from runner.health.model import NodeSample, RecordStats, UnitSample
 
-UNIT_PREFIX = "edgejar-instance@"
+UNIT_PREFIXES = ("edgejar-instance@", "edgejar-train@")  # instances and training units
 UNIT_SUFFIX = ".service"
 
 
@@ -26,9 +26,14 @@ def _int(value: Any) -> int | None:
 
 
 def instance_id(unit: str) -> str | None:
-    if unit.startswith(UNIT_PREFIX) and unit.endswith(UNIT_SUFFIX):
-        return unit[len(UNIT_PREFIX) : -len(UNIT_SUFFIX)] or None
+    for prefix in UNIT_PREFIXES:
+        if unit.startswith(prefix) and unit.endswith(UNIT_SUFFIX):
+            return unit[len(prefix) : -len(UNIT_SUFFIX)] or None
     return None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def unit_sample(props: Mapping[str, str], uptime_s: float) -> UnitSample | None:
@@ -58,15 +63,20 @@ def instance_stats(records: Any) -> dict[str, RecordStats]:
     for iid, raw in records.items():
         if not isinstance(raw, Mapping):
             continue
-        tps = raw.get("tokens_per_s")
-        last = raw.get("last_message_at")
+        train = raw.get("train")
+        step, loss, sps, rank = train if isinstance(train, list) and len(train) == 4 else (None,) * 4
+        end = raw.get("end") or raw.get("train_end")
         out[str(iid)] = RecordStats(
             lives=_int(raw.get("lives")),
             deaths=_int(raw.get("deaths")),
             cycle=_int(raw.get("cycle")),
-            tokens_per_s=float(tps) if isinstance(tps, int | float) else None,
-            last_message_at=float(last) if isinstance(last, int | float) else None,
-            end=str(raw["end"]) if isinstance(raw.get("end"), str) and raw["end"] else None,
+            tokens_per_s=_float(raw.get("tokens_per_s")),
+            last_message_at=_float(raw.get("last_message_at")),
+            end=str(end) if isinstance(end, str) and end else None,
+            step=_int(step),
+            loss=_float(loss),
+            samples_per_s=_float(sps),
+            rank=_int(rank),
         )
     return out
 

@@ -18,7 +18,7 @@ from typing import Any
 PROBE_VERSION = 1
 DATA_DIR = "/var/lib/edgejar"
 RECORDS_DB = "/var/lib/edgejar/data/records.sqlite3"
-UNIT_GLOB = "edgejar-instance@*"
+UNIT_GLOBS = ("edgejar-instance@*", "edgejar-train@*")  # experiment instances, training units
 UNIT_PROPERTIES = (
     "Id",
     "ActiveState",
@@ -110,12 +110,12 @@ def failed_units() -> list[str]:
 
 
 def instance_units() -> list[dict[str, str]]:
-    """`systemctl show` of every loaded edgejar-instance@ unit: one property map per unit."""
-    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), UNIT_GLOB)
+    """`systemctl show` of every loaded edgejar-instance@ and edgejar-train@ unit: one property map each."""
+    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), *UNIT_GLOBS)
     units: list[dict[str, str]] = []
     for block in text.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id", "").startswith("edgejar-instance@"):
+        if props.get("Id", "").startswith(tuple(g.rstrip("*") for g in UNIT_GLOBS)):
             units.append(props)
     return units
 
@@ -153,13 +153,24 @@ RECORDS_SQL = {
             (SELECT cause FROM exit_reports x WHERE x.instance_id = l.instance_id AND x.life = l.life
              ORDER BY reported_at DESC LIMIT 1))
         FROM lives l WHERE l.life = (SELECT MAX(life) FROM lives m WHERE m.instance_id = l.instance_id)""",
+    # Training units (runner/node/train.py): the latest step of the unit's first local rank, and how the
+    # unit's latest launch ended (the wrapper's exit event).
+    "train": """SELECT instance_id, json_array(step, loss, samples_per_s, rank) FROM train_steps s
+        WHERE local_rank = 0 AND at = (SELECT MAX(at) FROM train_steps t
+                                       WHERE t.instance_id = s.instance_id AND t.local_rank = 0)""",
+    "train_end": """SELECT instance_id, CASE json_extract(detail, '$.returncode') WHEN 0 THEN 'completed'
+            ELSE 'exit ' || json_extract(detail, '$.returncode') END FROM train_events e
+        WHERE event = 'exit' AND launch = (SELECT MAX(launch) FROM train_events f
+                                           WHERE f.instance_id = e.instance_id)""",
 }
+TABLES_NEEDED = {"train": "train_steps", "train_end": "train_events"}  # older databases lack them
 
 
 def read_records(path: str) -> dict[str, Any]:
     """Per-instance statistics from the node's records database, read-only: {instance id: {"lives",
     "deaths", "cycle", "tokens_per_s", "last_message_at", "end"}} (`end`: how the latest life ended,
-    e.g. completed, stopped, oom-kill; None while it runs). `runner.health.parse.instance_stats` maps it
+    e.g. completed, stopped, oom-kill; None while it runs); for a training unit {"train": [step, loss,
+    samples/s, rank], "train_end": completed or exit N}. `runner.health.parse.instance_stats` maps it
     onto the instance rows. A database that cannot be read gives {} (the rest of the probe still counts).
     """
     import sqlite3
@@ -168,9 +179,12 @@ def read_records(path: str) -> dict[str, Any]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             for key, sql in RECORDS_SQL.items():
+                if TABLES_NEEDED.get(key, "lives") not in tables:
+                    continue
                 for iid, value in conn.execute(sql):
-                    out.setdefault(str(iid), {})[key] = value
+                    out.setdefault(str(iid), {})[key] = json.loads(value) if key == "train" else value
         finally:
             conn.close()
     except sqlite3.Error:

@@ -35,10 +35,10 @@ INSTANCE_COLUMNS = (
     "node",
     "state",
     "lives/deaths",
-    "cycle",
-    "tok/s",
+    "cycle/step",
+    "tok/s|smp/s",
     "RSS / ceiling",
-    "last msg",
+    "last msg|loss",
 )
 
 
@@ -236,10 +236,10 @@ class MonitorApp(App[None]):
                     i.node,
                     fmt.state_cell(i),
                     fmt.lives_cell(i),
-                    fmt.optional(i.stats.cycle),
-                    fmt.optional(i.stats.tokens_per_s, "{:.1f}"),
+                    fmt.progress_cell(i),
+                    fmt.rate_cell(i),
                     fmt.rss_cell(i),
-                    fmt.last_message_cell(i, now),
+                    fmt.last_cell(i, now),
                     key=f"{i.node}/{i.instance}",
                 )
         self._restore(table, selected)

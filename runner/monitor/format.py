@@ -101,3 +101,21 @@ def last_message_cell(i: InstanceRow, now: float) -> str:
     if i.stats.last_message_at is None:
         return "-"
     return age(max(0.0, now - i.stats.last_message_at)) + " ago"
+
+
+# A training unit's row (edgejar-train@): its step, samples/s and loss where an instance shows its cycle,
+# tokens/s and last message.
+def progress_cell(i: InstanceRow) -> str:
+    return f"step {i.stats.step}" if i.stats.step is not None else optional(i.stats.cycle)
+
+
+def rate_cell(i: InstanceRow) -> str:
+    if i.stats.samples_per_s is not None:
+        return f"{i.stats.samples_per_s:.0f} smp/s"
+    return optional(i.stats.tokens_per_s, "{:.1f}")
+
+
+def last_cell(i: InstanceRow, now: float) -> str:
+    if i.stats.loss is not None:
+        return f"loss {i.stats.loss:.4g}"
+    return last_message_cell(i, now)

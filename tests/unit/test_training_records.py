@@ -138,3 +138,25 @@ def test_results_command_prints_the_job(results: Path, capsys: pytest.CaptureFix
     assert main(["results", "--results", str(results), JOB]) == 0
     out = capsys.readouterr().out
     assert "== mlp (torch_distributed)" in out and "slowest rank (compute per sample): mlp-1" in out
+
+
+def test_health_shows_a_training_unit_with_its_step_loss_and_rate(tmp_path: Path) -> None:
+    """The node probe reads the unit's latest step and how its launch ended; the monitor's cells show it."""
+    from runner.health import instances, parse, probe
+    from runner.health.model import UnitSample
+    from runner.monitor import format as fmt
+
+    db = tmp_path / "records.sqlite3"
+    node_run(db, 0, "jetson", batch=64, compute_s=0.02)
+    stats = parse.instance_stats(json.loads(json.dumps(probe.read_records(str(db)))))  # through JSON
+    got = stats["mlp-0"]
+    assert (got.step, got.loss, got.samples_per_s, got.rank, got.end) == (9, 0.1, 640.0, 0, "completed")
+    unit = UnitSample("mlp-0", "active", "running", "success", 0, 300 << 20, 768 << 20, 42, 1.0)
+    assert parse.instance_id("edgejar-train@mlp-0.service") == "mlp-0"
+    sample = type("S", (), {"units": (unit,), "records": stats})()
+    (row,) = instances.rows("jetson", [entry(0, "jetson")], sample)  # type: ignore[arg-type]
+    assert (fmt.progress_cell(row), fmt.rate_cell(row), fmt.last_cell(row, 0.0)) == (
+        "step 9",
+        "640 smp/s",
+        "loss 0.1",
+    )
