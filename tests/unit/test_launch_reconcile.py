@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import grp
 import importlib.util
+import json
 import os
 import pwd
 from pathlib import Path
@@ -262,7 +263,52 @@ def test_the_drop_in_holds_numbers_only_and_the_swap_line_when_set() -> None:
     )
     assert "exp" not in text and "Grüße" not in text  # no name or free text in the root-owned file
     assert "MemorySwapMax" not in mod.dropin_text(ENTRY, {"managed": "m", "memory_swap_max": ""})
+    quota = mod.dropin_text(ENTRY, {"managed": "m", "memory_swap_max": "", "cpu_quota": "50%"})
+    assert quota.endswith("MemoryMax=384M\nCPUQuota=50%\n")
     with pytest.raises(ValueError):
         mod.dropin_text(
             {**ENTRY, "memory_mib": "384M\nExecStartPre=/bin/sh"}, {"managed": "m", "memory_swap_max": ""}
         )
+
+
+def test_instances_and_training_units_share_the_config_dir_and_prune_only_their_own(tmp_path: Path) -> None:
+    """A training unit's config (kind torch_distributed) is not an instance's to prune, and the reverse."""
+    configs, units = tmp_path / "instances", tmp_path / "units"
+    configs.mkdir()
+    units.mkdir()
+    (configs / "old.json").write_text('{"id": "old", "experiment": "e"}')
+    (configs / "job-0.json").write_text('{"id": "job-0", "kind": "torch_distributed"}')
+    fake = FakeModule(check=False)
+    fake.params = {
+        "unit": "edgejar-instance",
+        "training_unit": "edgejar-train",
+        "unit_dir": str(units),
+        "config_dir": str(configs),
+        "data_dir": str(tmp_path / "data"),
+        "code_dir": "/opt/edgejar/app",
+        "user": ME,
+        "group": MY_GROUP,
+        "template": "[Unit]\n",
+        "training_template": "[Unit]\nDescription=train\n",
+        "instances": [],
+        "training": [],
+        "memory_swap_max": "0",
+        "managed": "Ansible managed",
+        "files": [],
+        "contents": [],
+    }
+    module = SimpleNamespace(**vars(fake), run_command=fake.run_command, fail_json=fake.fail_json)
+    instances = mod.Reconcile(module)
+    instances.prune()
+    assert instances.removed == ["old"] and (configs / "job-0.json").exists()
+    training = mod.Reconcile(module, training=True)
+    training.prune()
+    assert training.removed == ["job-0"] and not (configs / "job-0.json").exists()
+    assert ["systemctl", "disable", "--now", "--", "edgejar-train@job-0.service"] in fake.commands
+    entry = {"id": "job-1", "experiment": "job", "kind": "torch_distributed", "memory_mib": 768}
+    text = json.loads(mod.training_config_text(entry, fake.params))
+    assert text["app_dir"] == "/opt/edgejar/app" and text["data_dir"] == str(tmp_path / "data")
+    why = mod.bad_entries([{**entry, "node": "n1", "address": "10.0.0.2"}], "n1", training=True)
+    assert why is not None and "rdzv_endpoint" in why
+    ok = {**entry, "node": "n1", "address": "10.0.0.2", "rdzv_endpoint": "10.0.0.2:29500"}
+    assert mod.bad_entries([ok], "n1", training=True) is None

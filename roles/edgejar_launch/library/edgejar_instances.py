@@ -47,6 +47,7 @@ options:
     default: {}
   secrets_dir: {description: Directory of the C(<experiment>.key) peer secrets., type: path, required: true}
   memory_swap_max: {description: The drop-ins' C(MemorySwapMax) (empty - left out)., type: str, default: "0"}
+  cpu_quota: {description: The drop-ins' C(CPUQuota), a percentage (empty - none)., type: str, default: ""}
   managed: {description: The drop-ins' first comment line., type: str, default: Ansible managed}
   files:
     description:

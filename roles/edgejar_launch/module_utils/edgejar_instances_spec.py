@@ -18,6 +18,7 @@ SPEC: dict[str, dict[str, Any]] = {
     "catalog": {"type": "dict", "default": {}},
     "secrets_dir": {"type": "path", "required": True},
     "memory_swap_max": {"type": "str", "default": "0"},
+    "cpu_quota": {"type": "str", "default": ""},  # CPUQuota= of every unit on the node ("": none)
     "managed": {"type": "str", "default": "Ansible managed"},
     # Only the contents are secret: a no_log value is masked wherever it appears in the output,
     # so the files' paths and instance ids must not be part of it.

@@ -127,6 +127,8 @@ def dropin_text(entry: dict[str, Any], p: dict[str, Any]) -> str:
     ]
     if p["memory_swap_max"]:
         lines.append(f"MemorySwapMax={p['memory_swap_max']}")
+    if p.get("cpu_quota"):
+        lines.append(f"CPUQuota={p['cpu_quota']}")
     return "\n".join(lines) + "\n"
 
 
@@ -354,8 +356,12 @@ class Reconcile:
 
     def _own_config(self, path: str) -> bool:
         """Whether a config file in the shared directory is of this kind (a training unit's says so)."""
-        text = _read(path) or ""
-        return ('"kind": "torch_distributed"' in text) == self.training
+        try:
+            data = json.loads(_read(path) or "{}")
+        except ValueError:
+            data = {}  # a damaged config counts as an instance's (the instances' prune removes it)
+        kind = data.get("kind") if isinstance(data, dict) else None
+        return (kind == "torch_distributed") == self.training
 
     def act(self) -> dict[str, str]:
         """Reload once, then enable, restart and start what needs it (one systemctl call each)."""
@@ -482,6 +488,10 @@ def reconcile(module: Module) -> None:
     for key in ("memory_swap_max", "managed"):
         if any(c in module.params[key] for c in "\r\n"):
             module.fail_json(msg=f"{key} must be one line (it goes into a unit file)")
+    if module.params.get("cpu_quota") and not re.fullmatch(r"[1-9][0-9]{0,5}%", module.params["cpu_quota"]):
+        module.fail_json(
+            msg=f"cpu_quota must be a percentage such as 50% or 200%, got {module.params['cpu_quota']!r}"
+        )
     host = module.params["host"]
     kinds = [False] + ([True] if module.params.get("training_template") else [])
     for training in kinds:
