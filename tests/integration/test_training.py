@@ -109,8 +109,12 @@ def finished(sim: Sim, runner_dir: Path, started: tuple[Any, dict[str, dict[str,
     runs.shell(
         sim, runner_dir, "train-kill", f"systemctl kill -s KILL {UNIT.format(placed[victim]['id'])}", victim
     )
-    states = "systemctl show -p ActiveState,Result --value " + " ".join(
-        UNIT.format(e["id"]) for e in placed.values()
+    # Each node reports its own unit (the one whose config it has): finished units may be unloaded, and
+    # systemctl shows any unknown unit as inactive/success.
+    ids = " ".join(e["id"] for e in placed.values())
+    states = (
+        f"for id in {ids}; do test -e /etc/edgejar/instances/$id.json && "
+        f"systemctl show -p ActiveState,Result --value edgejar-train@$id.service; done; true"
     )
 
     def ended() -> bool:
