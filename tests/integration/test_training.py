@@ -119,7 +119,7 @@ def finished(sim: Sim, runner_dir: Path, started: tuple[Any, dict[str, dict[str,
 
     def ended() -> bool:
         out = runs.shell(sim, runner_dir, "train-state", states)
-        return all(out[h].split() == ["inactive", "success"] for h in placed)
+        return all(sorted(out[h].split()) == ["inactive", "success"] for h in placed)  # systemd's order
 
     wait_for("every unit completed", ended, 420)
     events = query(
