@@ -84,6 +84,9 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
         # The sim inventory pins every host to the cpu flavour; the probe needs the per-kind keys back.
         "edgejar_llama_flavour": "",
         "edgejar_llama_node_wheelhouse": "/opt/edgejar/wheelhouse-probe",
+        # The probe is about the runtime's packages; PyTorch's part (the test cluster's hosts with
+        # node_torch) is provisioned and used by test_training.py and molecule/edgejar_llama.
+        "edgejar_llama_torch": False,
     }
 
 
