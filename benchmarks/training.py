@@ -93,10 +93,12 @@ def job_file(tmp: Path, nodes: list[str], weighting: str, args: argparse.Namespa
 def units_done(inv: dict[str, dict[str, Any]], nodes: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [
-            on(inv[n], f"systemctl show -p ActiveState,Result --value 'edgejar-train@{JOB}-*'") for n in nodes
-        ]
-        if all(s.split()[:2] == ["inactive", "success"] for s in states):
+        # each node's own unit by name (a finished unit may be unloaded: a glob would match nothing)
+        own = f"for f in /etc/edgejar/instances/{JOB}-*.json; do basename $f .json; done"
+        units = f"$({own} | sed 's/^/edgejar-train@/; s/$/.service/')"
+        show = f"systemctl show -p ActiveState,Result --value {units}"
+        states = [on(inv[n], show) for n in nodes]
+        if all(sorted(s.split()) == ["inactive", "success"] for s in states):  # systemd's own order
             return
         if any("failed" in s for s in states):
             sys.exit(f"a unit failed: {states}")
@@ -119,7 +121,7 @@ def first_step_at(inv: dict[str, dict[str, Any]], nodes: list[str], since: float
     sys.exit("no step recorded within 300 s")
 
 
-RUNS = iter(range(1, 1_000_000))
+RUNS = iter(range(int(time.time()), 2**62))  # unique over invocations: a repeated seed would not restart
 
 
 def run_up(inventory: Path, inv: dict[str, Any], nodes: list[str], weighting: str, args: argparse.Namespace,
