@@ -71,10 +71,14 @@ def on(hv: dict[str, Any], command: str) -> str:
     return sh(ssh_argv(hv, f"sudo sh -c {shlex.quote(command)}"), timeout=120)
 
 
-def job_file(tmp: Path, nodes: list[str], weighting: str, args: argparse.Namespace, seed: int) -> Path:
-    """The job; a new `seed` per run changes its config, so launch starts the completed units again."""
+def job_file(
+    tmp: Path, nodes: list[str], weighting: str, args: argparse.Namespace, seed: int
+) -> tuple[Path, str]:
+    """The job and its name, new for every run (`<JOB>_<seed>`): the records of one run are not mixed with
+    an earlier run's in `runner results`, and launch starts its units afresh."""
+    name = f"{JOB}_{seed}"
     doc = {
-        "name": JOB,
+        "name": name,
         "kind": "torch_distributed",
         "description": "benchmarks/training.py: the example MLP, the same job on 1, 2 or 3 hosts.",
         "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
@@ -85,16 +89,16 @@ def job_file(tmp: Path, nodes: list[str], weighting: str, args: argparse.Namespa
         "weighting": weighting,
         "max_restarts": 0,
     }
-    path = tmp / f"{JOB}.yml"
+    path = tmp / f"{name}.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return path, name
 
 
-def units_done(inv: dict[str, dict[str, Any]], nodes: list[str], timeout: float) -> None:
+def units_done(inv: dict[str, dict[str, Any]], nodes: list[str], job: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # each node's own unit by name (a finished unit may be unloaded: a glob would match nothing)
-        own = f"for f in /etc/edgejar/instances/{JOB}-*.json; do basename $f .json; done"
+        own = f"for f in /etc/edgejar/instances/{job}-*.json; do basename $f .json; done"
         units = f"$({own} | sed 's/^/edgejar-train@/; s/$/.service/')"
         show = f"systemctl show -p ActiveState,Result --value {units}"
         states = [on(inv[n], show) for n in nodes]
@@ -126,14 +130,14 @@ RUNS = iter(range(int(time.time()), 2**62))  # unique over invocations: a repeat
 
 def run_up(inventory: Path, inv: dict[str, Any], nodes: list[str], weighting: str, args: argparse.Namespace,
            tmp: Path) -> dict[str, Any]:  # fmt: skip
-    path = job_file(tmp, nodes, weighting, args, next(RUNS))
+    path, job = job_file(tmp, nodes, weighting, args, next(RUNS))
     start = time.time()
     sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), str(path)])
     first = first_step_at(inv, nodes, start)
-    units_done(inv, nodes, 900)
+    units_done(inv, nodes, job, 900)
     results = tmp / f"results-{len(nodes)}-{weighting}"
     sh([PY, "-m", "runner", "-q", "collect", "-i", str(inventory), "--results", str(results), "--no-report"])
-    doc = json.loads(sh([PY, "-m", "runner", "results", "--results", str(results), "--json", JOB]))
+    doc = json.loads(sh([PY, "-m", "runner", "results", "--results", str(results), "--json", job]))
     o = doc["experiments"][0]["outcome"]
     return {
         "nodes": nodes,
@@ -204,16 +208,22 @@ def main() -> int:
             for _ in range(args.overhead_runs):
                 ups.append(run_up(inventory, inv, nodes, "none", args, Path(tmp))["up_to_first_step_s"])
                 hands.append(by_hand(inventory, inv, nodes))
-            out["overhead"] = {
-                "runner_up_to_first_step_s": ups,
-                "by_hand_to_first_step_s": hands,
-                "median_difference_s": round(statistics.median(ups) - statistics.median(hands), 2),
-            }
+            out["overhead"] = (
+                {}
+                if not ups
+                else {
+                    "runner_up_to_first_step_s": ups,
+                    "by_hand_to_first_step_s": hands,
+                    "median_difference_s": round(statistics.median(ups) - statistics.median(hands), 2),
+                }
+            )
             print(json.dumps(out["overhead"]), flush=True)
         finally:
             if quota and quota.exists():
                 quota.unlink()
-            sh([PY, "-m", "runner", "-q", "down", "-i", str(inventory), "--experiment", JOB])
+            sh(
+                [PY, "-m", "runner", "-q", "down", "-i", str(inventory)]
+            )  # the last run's units (launch pruned the rest)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0

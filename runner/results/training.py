@@ -40,15 +40,16 @@ def outcome(conn: sqlite3.Connection) -> dict[str, Any]:
         u["ended"] += e["event"] == "end"
     ranks = []
     for r in conn.execute(
-        "SELECT instance_id, local_rank, MAX(rank) AS rank, COUNT(*) AS steps, MAX(step) AS last_step, "
+        # by node too: a unit id that ran on another node in an earlier placement is another rank there
+        "SELECT node, instance_id, local_rank, MAX(rank) AS rank, COUNT(*) AS steps, MAX(step) AS last_step, "
         "AVG(samples_per_s) AS samples_per_s, AVG(compute_s) AS compute_s, AVG(comm_s) AS comm_s, "
         "AVG(batch) AS batch, MAX(peak_rss_mib) AS peak_rss_mib FROM train_steps "
-        "GROUP BY instance_id, local_rank ORDER BY instance_id, local_rank"
+        "GROUP BY node, instance_id, local_rank ORDER BY instance_id, local_rank, node"
     ):
         ranks.append(
             {
                 "unit": r["instance_id"],
-                "node": units.get(r["instance_id"], {}).get("node"),
+                "node": r["node"],
                 "local_rank": r["local_rank"],
                 "rank": r["rank"],
                 "steps": r["steps"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +117,19 @@ def shell(
         for e in r.events
         if e["event"] == "runner_on_ok"
     }
+
+
+RECORDS_DB = "/var/lib/edgejar/data/records.sqlite3"
+
+
+def query(
+    sim: Sim, runner_dir: Path, name: str, sql: str, hosts: str = "edgejar_nodes"
+) -> dict[str, list[Any]]:
+    """host -> rows of a query on the node's records database (empty where it does not exist)."""
+    code = (
+        "import json, os, sqlite3, sys; p = sys.argv[1]; "
+        "print(json.dumps(sqlite3.connect(f'file:{p}?mode=ro', uri=True).execute(sys.argv[2]).fetchall() "
+        "if os.path.exists(p) else []))"
+    )
+    cmd = f"/usr/bin/python3 -c {json.dumps(code)} {RECORDS_DB} {json.dumps(sql)}"
+    return {host: json.loads(text) for host, text in shell(sim, runner_dir, name, cmd, hosts).items()}

@@ -26,7 +26,7 @@ from runner.sim import network
 from runner.sim.state import StateDir
 from tests.integration import runs
 from tests.integration.conftest import ROOT, Sim, assert_provisioned
-from tests.integration.runs import Run
+from tests.integration.runs import Run, query
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,6 @@ HOSTS = {"jetson", "rpi1", "rpi2", "host"}
 EXPERIMENTS = ("split_brain", "panopticon")
 PINS = ("--pin", "split_brain_B=host")
 UNIT = "edgejar-instance@{}.service"
-DB = "/var/lib/edgejar/data/records.sqlite3"
 OOM_EXPERIMENT = {
     "name": "oom_probe",
     "mode": "isolated",
@@ -120,19 +119,6 @@ def active_units(sim: Sim, runner_dir: Path, name: str) -> dict[str, set[str]]:
         host: {line.split("@", 1)[1].removesuffix(".service") for line in text.split() if "@" in line}
         for host, text in out.items()
     }
-
-
-def query(
-    sim: Sim, runner_dir: Path, name: str, sql: str, hosts: str = "edgejar_nodes"
-) -> dict[str, list[Any]]:
-    """host -> rows of a query on the node's records database (empty where it does not exist)."""
-    code = (
-        "import json, os, sqlite3, sys; p = sys.argv[1]; "
-        "print(json.dumps(sqlite3.connect(f'file:{p}?mode=ro', uri=True).execute(sys.argv[2]).fetchall() "
-        "if os.path.exists(p) else []))"
-    )
-    cmd = f"/usr/bin/python3 -c {json.dumps(code)} {DB} {json.dumps(sql)}"
-    return {host: json.loads(text) for host, text in runs.shell(sim, runner_dir, name, cmd, hosts).items()}
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ import yaml
 from tests.integration import runs
 from tests.integration.conftest import ROOT, Sim, assert_provisioned
 from tests.integration.conftest import runner_cli as cli
+from tests.integration.runs import query
 
 pytestmark = pytest.mark.integration
 
 JOB = "train_it"
 TORCH_HOSTS = {"jetson", "rpi1", "host"}
 STEPS = 120
-DB = "/var/lib/edgejar/data/records.sqlite3"
 UNIT = "edgejar-train@{}.service"
 
 
@@ -46,17 +46,6 @@ def job_file(tmp: Path) -> Path:
     path = tmp / f"{JOB}.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def query(sim: Sim, runner_dir: Path, name: str, sql: str) -> dict[str, list[Any]]:
-    """host -> rows of a query on the node's records database (empty where it does not exist)."""
-    code = (
-        "import json, os, sqlite3, sys; p = sys.argv[1]; "
-        "print(json.dumps(sqlite3.connect(f'file:{p}?mode=ro', uri=True).execute(sys.argv[2]).fetchall() "
-        "if os.path.exists(p) else []))"
-    )
-    cmd = f"/usr/bin/python3 -c {json.dumps(code)} {DB} {json.dumps(sql)}"
-    return {h: json.loads(t) for h, t in runs.shell(sim, runner_dir, name, cmd).items()}
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
