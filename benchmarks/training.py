@@ -6,6 +6,7 @@ Needs a simulated cluster with PyTorch on three hosts, provisioned (run as root)
     .venv/bin/python -m runner sim up --config benchmarks/training-sim.yml
     ansible-playbook -i "$(.venv/bin/python -m runner sim inventory)" playbooks/provision.yml
     .venv/bin/python benchmarks/training.py [--steps 150] [--slow rpi1 --quota 25%] [--json FILE]
+    .venv/bin/python benchmarks/training.py --skip-throughput --overhead-runs 3   # the launch overhead only
 
 Each run is the example job (experiments/training/mlp.py, a global batch of --batch samples per step)
 started with `runner up`, waited for until every unit completed, collected and read back with `runner
@@ -186,6 +187,7 @@ def main() -> int:
     p.add_argument("--slow", default="", metavar="NODE", help="give this host's units --quota of CPU")
     p.add_argument("--quota", default="25%", help="CPUQuota of --slow's units")
     p.add_argument("--overhead-runs", type=int, default=3)
+    p.add_argument("--skip-throughput", action="store_true", help="only the launch overhead runs")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     inventory = args.inventory or Path(sh([PY, "-m", "runner", "sim", "inventory"]).strip())
@@ -199,7 +201,7 @@ def main() -> int:
                 quota.parent.mkdir(parents=True, exist_ok=True)
                 quota.write_text(f"edgejar_launch_cpu_quota: {json.dumps(args.quota)}\n")
             out["runs"] = []
-            for n in range(1, len(nodes) + 1):
+            for n in range(1, 0 if args.skip_throughput else len(nodes) + 1):
                 for weighting in ("none", "speed"):
                     r = run_up(inventory, inv, nodes[:n], weighting, args, Path(tmp))
                     print(json.dumps(r), flush=True)

@@ -3,7 +3,9 @@
 
 Run by torchrun on every node (the unit's wrapper, runner/node/train.py, gives it the job's backend, the
 records database and the checkpoint directory in its environment). What it shows:
-- one backend for all ranks (EDGEJAR_TRAINING_BACKEND, chosen by the planner);
+- one backend for all ranks (EDGEJAR_TRAINING_BACKEND, chosen by the planner), and the job's collective
+  timeout (EDGEJAR_TRAINING_TIMEOUT_S): a rank whose peer vanished fails after it, and torchrun re-forms
+  the job or gives up, instead of waiting gloo's 30 minutes;
 - gradients averaged by hand with one all-reduce per step, so that the step time splits into compute and
   communication, and so that ranks may take uneven batches: each rank's gradient is weighted by its batch
   (sum of per-sample gradients over the global batch), so every step is the same global-batch SGD step
@@ -24,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -113,7 +116,8 @@ def save(net: torch.nn.Module, step: int, path: Path) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     backend = os.environ.get("EDGEJAR_TRAINING_BACKEND", "gloo")
-    dist.init_process_group(backend)
+    timeout = timedelta(seconds=float(os.environ.get("EDGEJAR_TRAINING_TIMEOUT_S", "300")))
+    dist.init_process_group(backend, timeout=timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     rec = Recorder.from_env()
     ckpt = rec.checkpoint() if rec else Path(f"mlp-rank{rank}.pt")

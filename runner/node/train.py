@@ -28,6 +28,8 @@ from typing import Any
 from runner.errors import InputError
 from runner.node import records, trainrec
 
+GAVE_UP = 3  # the unit's exit status when the job never formed: listed in RestartPreventExitStatus
+DEFAULT_TIMEOUT_S = 300  # join and collective timeouts of an entry written before they were fields
 RECORDS_FILE = "records.sqlite3"  # the node's records database in its data directory (as the instances')
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
 
@@ -87,7 +89,10 @@ def command(entry: Mapping[str, Any], python: str, app_dir: Path) -> list[str]:
         f"--local-addr={entry['address']}",
         # Unit 0's agent hosts the c10d store, said outright: torchrun's guess compares the endpoint with
         # the host name, which Debian and Pi OS resolve to 127.0.1.1.
-        f"--rdzv-conf=is_host={'true' if _hosts_rendezvous(entry) else 'false'}",
+        # join_timeout: how long the agents wait for every node at a rendezvous before they give up (a node
+        # that is down or unreachable is then reported, not waited for without end).
+        f"--rdzv-conf=is_host={'true' if _hosts_rendezvous(entry) else 'false'},"
+        f"join_timeout={int(entry.get('join_timeout_s') or DEFAULT_TIMEOUT_S)}",
     ]
     if entry.get("module"):
         argv += ["-m", str(entry["module"])]
@@ -119,6 +124,9 @@ def environment(entry: Mapping[str, Any], interface: str, base: Mapping[str, str
         "EDGEJAR_TRAINING_UNIT": str(entry["id"]),
         "EDGEJAR_TRAINING_DATA": str(entry.get("data") or "synthetic"),
         "EDGEJAR_TRAINING_WEIGHTING": str(entry.get("weighting") or "none"),
+        # the process group's timeout (init_process_group(timeout=...)): a rank whose peer vanished mid-run
+        # fails after this long instead of gloo's 30 minutes, and torchrun re-forms the job or gives up
+        "EDGEJAR_TRAINING_TIMEOUT_S": str(int(entry.get("collective_timeout_s") or DEFAULT_TIMEOUT_S)),
     }
 
 
@@ -194,26 +202,66 @@ def _event(conn: Any, entry: Mapping[str, Any], launch: int, event: str, **detai
     )
 
 
+# torchrun's own errors that mean the job could not form: every node did not arrive within the join
+# timeout, or the c10d store on unit 0's node could not be reached within c10d's read timeout (60 s).
+GIVE_UP_ERRORS = ("RendezvousTimeoutError", "RendezvousConnectionError")
+
+
+def error_file(entry: Mapping[str, Any]) -> Path:
+    """Where torchrun's agent writes the error it failed with (TORCHELASTIC_ERROR_FILE, its @record)."""
+    return data_dir(entry) / f"{entry['id']}.torchrun-error.json"
+
+
+def rendezvous_failure(path: Path) -> str | None:
+    """torchrun's error message when it is one of GIVE_UP_ERRORS, else None (no file, another error)."""
+    try:
+        message = json.loads(path.read_text(encoding="utf-8"))["message"]["message"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    text = str(message)
+    return text if text.split(":", 1)[0].strip() in GIVE_UP_ERRORS else None
+
+
 def run(entry: Mapping[str, Any], argv: list[str], env: dict[str, str]) -> int:
     """Record the launch, run torchrun as a child (SIGTERM and SIGINT passed on), record its exit; its exit
-    status is the unit's (systemd restarts a failed unit within its start limit)."""
+    status is the unit's (systemd restarts a failed unit within its start limit).
+
+    When torchrun fails because the job could not form (GIVE_UP_ERRORS: a node missing at the rendezvous
+    past the join timeout, or the store's node unreachable), the wrapper records `gave_up` with the reason
+    and exits GAVE_UP, which the unit does not restart: the job is reported as failed rather than tried
+    again without end. Any other failure (a rank died, the store's agent restarted under it) is the plain
+    failure that systemd restarts within its start limit."""
     checkpoint_dir(entry).mkdir(parents=True, exist_ok=True)
     conn = records.connect(data_dir(entry) / RECORDS_FILE)
+    stopping: list[int] = []
     try:
         launch = register(conn, entry)
-        env = {**env, trainrec.ENV_LAUNCH: str(launch)}
+        errors = error_file(entry)
+        errors.unlink(missing_ok=True)
+        env = {**env, trainrec.ENV_LAUNCH: str(launch), "TORCHELASTIC_ERROR_FILE": str(errors)}
         shown = {k: env[k] for k in ("GLOO_SOCKET_IFNAME", "EDGEJAR_TRAINING_BACKEND")}
         _event(conn, entry, launch, "launch", argv=argv, env=shown, nnodes=entry.get("nnodes"))
         sys.stdout.flush()
         child = subprocess.Popen(argv, env=env)
 
         def forward(signum: int, _frame: object) -> None:
+            stopping.append(signum)
             child.send_signal(signum)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, forward)
         code = child.wait()
         _event(conn, entry, launch, "exit", returncode=code)
+        failure = rendezvous_failure(errors) if code != 0 and not stopping else None
+        if failure is not None:
+            reason = (
+                f"the job did not form at the rendezvous {entry.get('rdzv_endpoint')} (join timeout "
+                f"{int(entry.get('join_timeout_s') or DEFAULT_TIMEOUT_S)} s; a node down or unreachable, "
+                f"or the store's node): torchrun: {failure[:300]}"
+            )
+            _event(conn, entry, launch, "gave_up", returncode=code, reason=reason)
+            print(f"edgejar train: {entry['id']}: gave up: {reason}", file=sys.stderr, flush=True)
+            return GAVE_UP
     finally:
         conn.close()
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention

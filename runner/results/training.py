@@ -32,6 +32,16 @@ def outcome(conn: sqlite3.Connection) -> dict[str, Any]:
         for e in events
         if e["event"] == "resume"
     ]
+    gave_up = [
+        {
+            "unit": e["instance_id"],
+            "node": e["node"],
+            "launch": e["launch"],
+            "reason": _detail(e["detail"]).get("reason"),
+        }
+        for e in events
+        if e["event"] == "gave_up"
+    ]
     units: dict[str, dict[str, Any]] = {}
     for e in events:
         u = units.setdefault(e["instance_id"], {"node": e["node"], "launches": 0, "restarts": 0, "ended": 0})
@@ -77,14 +87,18 @@ def outcome(conn: sqlite3.Connection) -> dict[str, Any]:
         "unit_restarts": sum(max(0, u["launches"] - 1) for u in units.values()),
         "torchrun_restarts": max((u["restarts"] for u in units.values()), default=0),
         "resumed": resumed,
+        "gave_up": gave_up,
         "ended": bool(units) and all(u["ended"] for u in units.values()),
     }
 
 
 def lines(o: dict[str, Any]) -> list[str]:
     """The job's lines in `runner results` (after its per-rank table)."""
+    gave_up = [
+        f"  gave up: {g['unit']} on {g['node']} (launch {g['launch']}): {g['reason']}" for g in o["gave_up"]
+    ]
     if o["last_step"] is None:
-        return ["  no training steps recorded"]
+        return ["  no training steps recorded", *gave_up]
     resumed = sorted({r["step"] for r in o["resumed"]})
     return [
         f"  loss {o['first_loss']:g} -> {o['final_loss']:g} at step {o['last_step']}; "
@@ -93,6 +107,7 @@ def lines(o: dict[str, Any]) -> list[str]:
         f"  slowest rank (compute per sample): {o['slowest']}; restarts: {o['unit_restarts']} of units "
         f"(systemd), {o['torchrun_restarts']} of workers (torchrun)"
         + (f"; resumed from checkpoint step(s) {', '.join(map(str, resumed))}" if resumed else ""),
+        *gave_up,
     ]
 
 

@@ -138,6 +138,8 @@ def entries(
             "data": spec.data,
             "weighting": spec.weighting,
             "max_restarts": spec.max_restarts,
+            "join_timeout_s": spec.join_timeout_s,
+            "collective_timeout_s": spec.collective_timeout_s,
         }
     return out
 

@@ -14,10 +14,13 @@ KIND = "torch_distributed"
 KEYS = {
     "name", "kind", "description", "enabled", "entry", "module", "args", "ranks", "ranks_per_node",
     "memory_gb", "gpu", "gpu_memory_gb", "tags", "nodes", "exclude", "data", "weighting", "max_restarts",
+    "join_timeout_s", "collective_timeout_s",
 }  # fmt: skip
 WEIGHTING = ("none", "speed")
 MAX_RANKS = 4096
 MAX_RESTARTS = 100
+TIMEOUT_S = (10, 86400)  # bounds of join_timeout_s and collective_timeout_s
+DEFAULT_TIMEOUT_S = 300
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _RANKS = re.compile(r"(\d+):(\d+)")
 
@@ -41,6 +44,8 @@ class TrainingSpec:
     data: str
     weighting: str
     max_restarts: int
+    join_timeout_s: int = DEFAULT_TIMEOUT_S  # torchrun waits this long for every node at a rendezvous
+    collective_timeout_s: int = DEFAULT_TIMEOUT_S  # a rank gives up on a peer after this long in a collective
     description: str = ""
 
     def unit_counts(self) -> range:
@@ -161,5 +166,11 @@ def parse(path: Path, data: Mapping[str, Any], root: Path, gb: GBCheck) -> Train
         data=data_src,
         weighting=str(weighting),
         max_restarts=_int(path, "max_restarts", data.get("max_restarts", 3), 0, MAX_RESTARTS),
+        join_timeout_s=_int(
+            path, "join_timeout_s", data.get("join_timeout_s", DEFAULT_TIMEOUT_S), *TIMEOUT_S
+        ),
+        collective_timeout_s=_int(
+            path, "collective_timeout_s", data.get("collective_timeout_s", DEFAULT_TIMEOUT_S), *TIMEOUT_S
+        ),
         description=str(data.get("description") or ""),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import ansible_runner
 
+from runner.sim.state import StateDir
 from tests.integration.conftest import ROOT, Sim, ansible_env
 
 
@@ -133,3 +135,14 @@ def query(
     )
     cmd = f"/usr/bin/python3 -c {json.dumps(code)} {RECORDS_DB} {json.dumps(sql)}"
     return {host: json.loads(text) for host, text in shell(sim, runner_dir, name, cmd, hosts).items()}
+
+
+def sshd(sim: Sim, node: str, action: str, end_sessions: bool = False) -> None:
+    """Start or stop sshd inside a sim host from the controller (its systemd, entered with nsenter). With
+    end_sessions, the open SSH sessions end too (a master connection opened earlier, by ansible or by the
+    health poller, would otherwise outlive sshd and keep answering)."""
+    init = str(StateDir(sim.state_dir).host_record(node)["init_pid"])
+    enter = ["nsenter", "-t", init, "-a", "--"]
+    subprocess.run([*enter, "systemctl", action, "ssh"], check=True, timeout=60)
+    if end_sessions:
+        subprocess.run([*enter, "pkill", "-x", "sshd"], check=False, timeout=60)  # 1: none was open

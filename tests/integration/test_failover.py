@@ -24,7 +24,6 @@ from runner import inventory
 from runner.health import ssh
 from runner.health.cluster import HealthService
 from runner.health.status import Thresholds
-from runner.sim.state import StateDir
 from tests.integration import runs
 from tests.integration.conftest import ROOT, Sim, ansible_env, assert_provisioned
 
@@ -80,14 +79,6 @@ def cli(sim: Sim, project: Path, *args: str, timeout: float = 900) -> subprocess
     )
 
 
-def sshd(sim: Sim, node: str, action: str) -> None:
-    """Start or stop sshd inside a sim host from the controller (its systemd, entered with nsenter)."""
-    init = StateDir(sim.state_dir).host_record(node)["init_pid"]
-    subprocess.run(
-        ["nsenter", "-t", str(init), "-a", "--", "systemctl", action, "ssh"], check=True, timeout=60
-    )
-
-
 @pytest.fixture(scope="module")
 def launched(
     sim: Sim, runner_dir: Path, project: Path, provisioned_runs: dict[str, Any]
@@ -120,7 +111,7 @@ def failed_over(
     sim: Sim, project: Path, launched: dict[str, Any]
 ) -> Iterator[tuple[subprocess.CompletedProcess[str], dict[str, str]]]:
     """sshd stopped on rpi2, then `runner failover --yes` (every UNAVAILABLE node); sshd back afterwards."""
-    sshd(sim, DEAD, "stop")
+    runs.sshd(sim, DEAD, "stop")
     service = HealthService.from_inventory(sim.inventory, Thresholds())
     try:
         # An SSH master opened earlier would outlive sshd and keep answering.
@@ -130,7 +121,7 @@ def failed_over(
         yield result, inventory.load(sim.inventory).current()
     finally:
         service.close()
-        sshd(sim, DEAD, "start")
+        runs.sshd(sim, DEAD, "start")
 
 
 def test_failover_moves_only_the_dead_nodes_instance(
@@ -161,7 +152,7 @@ def test_launch_removes_the_stale_unit_when_the_node_is_back(
     sim: Sim, runner_dir: Path, failed_over: tuple[subprocess.CompletedProcess[str], dict[str, str]]
 ) -> None:
     # failed_over restores sshd when the module ends; here it is started again already (idempotent).
-    sshd(sim, DEAD, "start")
+    runs.sshd(sim, DEAD, "start")
     run, _ = runs.playbook(sim, runner_dir, "failover-launch-back", "launch.yml", limit=DEAD)
     assert run.status == "successful", (run.stats, run.errors())
     assert active_units(sim, runner_dir, "failover-units-back")[DEAD] == set()

@@ -18,7 +18,7 @@ from runner.health.cluster import HealthService
 from runner.health.model import Status
 from runner.health.status import Thresholds
 from runner.monitor.app import MonitorApp
-from runner.sim.state import StateDir
+from tests.integration import runs
 from tests.integration.conftest import ROOT, Sim
 
 GRACE_S = 4.0
@@ -97,19 +97,11 @@ def test_the_cli_prints_json_for_the_cluster(sim: Sim) -> None:
     assert proc.returncode == (0 if set(statuses.values()) == {"HEALTHY"} else 1)
 
 
-def _sshd(sim: Sim, node: str, action: str) -> None:
-    """Start or stop sshd inside a sim host from the controller (its systemd, entered with nsenter)."""
-    init = StateDir(sim.state_dir).host_record(node)["init_pid"]
-    subprocess.run(
-        ["nsenter", "-t", str(init), "-a", "--", "systemctl", action, "ssh"], check=True, timeout=60
-    )
-
-
 def test_a_node_without_sshd_is_unavailable_only_after_the_grace_period(
     sim: Sim, service: HealthService
 ) -> None:
     assert service.poll().by_name()["rpi2"].status != Status.UNAVAILABLE
-    _sshd(sim, "rpi2", "stop")
+    runs.sshd(sim, "rpi2", "stop")
     try:
         ssh.close_master(service.poller.control("rpi2"))  # the open connection would outlive sshd
         seen: list[tuple[float, Status]] = []
@@ -129,7 +121,7 @@ def test_a_node_without_sshd_is_unavailable_only_after_the_grace_period(
         assert seen[0][1] == Status.DEGRADED  # the first failure never moves a node straight to UNAVAILABLE
         assert service.poll().by_name()["jetson"].status != Status.UNAVAILABLE  # the others are unaffected
     finally:
-        _sshd(sim, "rpi2", "start")
+        runs.sshd(sim, "rpi2", "start")
     back = service.poll().by_name()["rpi2"]
     assert back.status != Status.UNAVAILABLE and service.links["rpi2"].failing_since is None
 

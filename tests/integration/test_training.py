@@ -184,3 +184,90 @@ def test_collect_and_results_print_the_run(sim: Sim, finished: dict[str, Any], t
     assert o["final_loss"] < o["first_loss"] / 2 and o["last_step"] == STEPS - 1
     assert {r["node"] for r in o["ranks"]} == TORCH_HOSTS and o["unit_restarts"] >= 1
     assert (results / JOB / "logs" / f"{JOB}-0.log").is_file()
+
+
+def test_the_firewall_guards_the_rendezvous_port_on_unit_0s_node(
+    sim: Sim, runner_dir: Path, started: tuple[Any, dict[str, dict[str, Any]]], finished: dict[str, Any]
+) -> None:
+    """playbooks/firewall.yml with the job placed: the rendezvous (c10d store) port is in the guarded set
+    of the node that hosts it and of no other (test_launch.py shows that a guarded port refuses hosts
+    outside the cluster); state=absent takes the table away again."""
+    _, placed = started
+    store = next(n for n, e in placed.items() if e["unit_index"] == 0)
+    try:
+        run, _ = runs.playbook(sim, runner_dir, "train-fw", "firewall.yml")
+        assert run.status == "successful", (run.stats, run.errors())
+        sets = runs.shell(sim, runner_dir, "train-fw-set", "nft -j list set inet edgejar peer_ports")
+        for node in placed:
+            (elements,) = [x["set"].get("elem", []) for x in json.loads(sets[node])["nftables"] if "set" in x]
+            assert (29500 in elements) is (node == store), (node, elements)
+    finally:
+        gone, _ = runs.playbook(
+            sim, runner_dir, "train-fw-absent", "firewall.yml", {"edgejar_firewall_state": "absent"}
+        )
+    assert gone.status == "successful", (gone.stats, gone.errors())
+
+
+GONE_JOB = "train_gone"
+GONE = "rpi1"
+JOIN_TIMEOUT_S = 20
+
+
+def test_a_node_unreachable_at_the_start_is_named_and_the_others_give_up(
+    sim: Sim, runner_dir: Path, finished: dict[str, Any], tmp_path: Path
+) -> None:
+    """rpi1's sshd stopped and its sessions ended, then `runner up` of a job over the three PyTorch hosts:
+    up exits 1 naming rpi1; the units it did start wait `join_timeout_s` at the rendezvous for the missing
+    node (or c10d's read timeout when rpi1 hosts the store), record `gave_up` with the reason and end failed
+    with status 3, which systemd does not restart: the job is reported, not waited on without end."""
+    down = cli(sim, "down", "-i", str(sim.inventory))
+    assert down.returncode == 0, down.stderr[-3000:]
+    doc = {
+        "name": GONE_JOB,
+        "kind": "torch_distributed",
+        "description": "A job over three hosts, one of them unreachable when it starts.",
+        "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
+        "args": ["--steps", 20],
+        "ranks": 3,
+        "memory_gb": 0.5,
+        "join_timeout_s": JOIN_TIMEOUT_S,
+    }
+    path = tmp_path / f"{GONE_JOB}.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    runs.sshd(sim, GONE, "stop", end_sessions=True)
+    try:
+        up = cli(sim, "up", "-i", str(sim.inventory), "--skip-deploy", str(path))
+        assert up.returncode == 1, up.stderr[-4000:]
+        assert f"{GONE}: unreachable" in up.stderr, up.stderr[-4000:]
+        placed = units(sim)
+        others = {n: e for n, e in placed.items() if n != GONE}
+        assert set(placed) == TORCH_HOSTS and len(others) == 2, placed
+        hosts = ":".join(others)
+        show = "ActiveState,Result,ExecMainStatus,NRestarts"
+        states = " ".join(
+            f"test -e /etc/edgejar/instances/{e['id']}.json && "
+            f"systemctl show -p {show} {UNIT.format(e['id'])};"
+            for e in others.values()
+        )
+
+        def given_up() -> dict[str, str] | None:
+            out = runs.shell(sim, runner_dir, "gone-state", f"{states} true", hosts)
+            return out if all("ActiveState=failed" in out[n] for n in others) else None
+
+        shown = wait_for("the units elsewhere to give up", given_up, 60 + JOIN_TIMEOUT_S + 180)
+        for node in others:
+            props = dict(line.split("=", 1) for line in shown[node].splitlines())
+            assert props == {
+                "ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3", "NRestarts": "0"
+            }, (node, props)  # fmt: skip
+        sql = f"SELECT detail FROM train_events WHERE event = 'gave_up' AND instance_id LIKE '{GONE_JOB}-%'"
+        gave_up = query(sim, runner_dir, "gone-events", sql, hosts)
+        for node in others:
+            assert len(gave_up[node]) == 1, gave_up
+            reason = json.loads(gave_up[node][0][0])["reason"]
+            assert f"did not form at the rendezvous {placed['host']['rdzv_endpoint']}" in reason, reason
+            assert "RendezvousTimeoutError" in reason or "RendezvousConnectionError" in reason, reason
+    finally:
+        runs.sshd(sim, GONE, "start")
+    down = cli(sim, "down", "-i", str(sim.inventory))
+    assert down.returncode == 0, down.stderr[-3000:]

@@ -16,7 +16,7 @@ import pytest
 
 from runner.cli import main
 from runner.errors import InputError
-from runner.node import train
+from runner.node import records, train
 from tests.unit.test_training_plan import training_entries, write_job
 
 
@@ -59,6 +59,19 @@ def test_each_node_runs_torchrun_for_its_unit_of_the_placed_job(project: Path, c
         assert argv[-3:] == ["/opt/edgejar/app/experiments/train_mlp.py", "--steps", "50"]
         assert env["GLOO_SOCKET_IFNAME"] == "eth1"  # on the rendezvous node too: the address's interface
         assert env["EDGEJAR_TRAINING_BACKEND"] == "gloo" and env["EDGEJAR_TRAINING_UNIT"] == entry["id"]
+        # the default timeouts: a missing node is given up on after 300 s, a silent peer after 300 s
+        is_host = "true" if on_host else "false"
+        assert f"--rdzv-conf=is_host={is_host},join_timeout=300" in argv
+        assert env["EDGEJAR_TRAINING_TIMEOUT_S"] == "300"
+
+
+def test_the_job_file_timeouts_reach_torchrun_and_the_ranks(project: Path, capsys: Any) -> None:
+    assert main(["place", str(write_job(project, join_timeout_s=20, collective_timeout_s=45))]) == 0
+    capsys.readouterr()
+    entry = next(e[0] for e in training_entries(project).values() if e)
+    argv = train.command(entry, "python", Path("/app"))
+    assert any(a.startswith("--rdzv-conf=") and a.endswith(",join_timeout=20") for a in argv), argv
+    assert train.environment(entry, "eth1", {})["EDGEJAR_TRAINING_TIMEOUT_S"] == "45"
 
 
 def test_a_module_entry_point_runs_with_dash_m() -> None:
@@ -105,3 +118,47 @@ def test_the_node_command_prints_the_plan_or_exits_2_with_the_reason(tmp_path: P
     assert refused.returncode == 2 and "a job over 2 nodes needs the cluster address" in refused.stderr
     config.write_text("[1, 2]")
     assert node_train(config).returncode == 2
+
+
+# A stand-in for torchrun (no torch here): writes the error torchrun's agent failed with into
+# TORCHELASTIC_ERROR_FILE as its @record does (or nothing), then exits 1.
+CHILD = """
+import json, os, sys
+if sys.argv[1]:
+    with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w") as fp:
+        json.dump({"message": {"message": sys.argv[1], "extraInfo": {}}}, fp)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ("RendezvousTimeoutError: ", train.GAVE_UP),  # a node missing past the join timeout
+        ("RendezvousConnectionError: The connection to the C10d store has failed.", train.GAVE_UP),
+        ("DistStoreError: wait timeout after 60000ms", 1),  # the store's agent restarted: systemd retries
+        ("", 1),  # no error file: a plain failure
+    ],
+)
+def test_a_job_that_cannot_form_is_given_up_and_not_restarted(
+    tmp_path: Path, error: str, status: int
+) -> None:
+    """torchrun failing because the job could not form ends the unit with GAVE_UP (RestartPreventExitStatus)
+    and a recorded reason; any other failure is the plain one that systemd restarts."""
+    entry = {"id": "j-1", "experiment": "j", "address": "10.0.0.2", "nnodes": 2, "nproc_per_node": 1,
+             "rdzv_endpoint": "10.0.0.1:29500", "backend": "gloo", "max_restarts": 0,
+             "entry": "experiments/j.py", "data_dir": str(tmp_path), "join_timeout_s": 20}  # fmt: skip
+    env = train.environment(entry, "lo", {"PATH": "/usr/bin"})
+    assert train.run(entry, [sys.executable, "-c", CHILD, error], env) == status
+    conn = records.connect(tmp_path / train.RECORDS_FILE)
+    events = [r[0] for r in conn.execute("SELECT event FROM train_events ORDER BY at")]
+    reasons = [
+        json.loads(r[0])["reason"]
+        for r in conn.execute("SELECT detail FROM train_events WHERE event = 'gave_up'")
+    ]
+    conn.close()
+    assert events[:2] == ["launch", "exit"] and ("gave_up" in events) is (status == train.GAVE_UP), events
+    if reasons:
+        assert (
+            "rendezvous 10.0.0.1:29500 (join timeout 20 s" in reasons[0] and error.split(":")[0] in reasons[0]
+        )

@@ -140,6 +140,30 @@ def test_results_command_prints_the_job(results: Path, capsys: pytest.CaptureFix
     assert "== mlp (torch_distributed)" in out and "slowest rank (compute per sample): mlp-1" in out
 
 
+def test_a_job_given_up_at_its_rendezvous_prints_why(tmp_path: Path) -> None:
+    """A unit whose job could not form records gave_up (runner/node/train.py); results names it and why."""
+    out = tmp_path / "results"
+    db = tmp_path / "host" / "records.sqlite3"
+    conn = records.connect(db)
+    n = train.register(conn, entry(0, "host"))
+    train._event(conn, entry(0, "host"), n, "launch")
+    train._event(conn, entry(0, "host"), n, "gave_up", returncode=1, reason="the job did not form")
+    conn.close()
+    snap = out / merge.NODES_DIR / "host"
+    snap.mkdir(parents=True)
+    shutil.copy(db, snap / merge.SNAPSHOT)
+    merge.merge_nodes(out, ["host"])
+    (exp,) = summary.build(out)["experiments"]
+    o = exp["outcome"]
+    assert o["gave_up"] == [{"unit": "mlp-0", "node": "host", "launch": 1, "reason": "the job did not form"}]
+    assert not o["ended"]
+    text = summary.render(summary.build(out))
+    assert (
+        "no training steps recorded" in text
+        and "gave up: mlp-0 on host (launch 1): the job did not form" in text
+    )
+
+
 def test_health_shows_a_training_unit_with_its_step_loss_and_rate(tmp_path: Path) -> None:
     """The node probe reads the unit's latest step and how its launch ended; the monitor's cells show it."""
     from runner.health import instances, parse, probe
