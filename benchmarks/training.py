@@ -16,9 +16,9 @@ the benchmark and removed after), so one host is slower than the others, as a Pi
 the simulated cluster every host shares this machine's CPUs, so without it the hosts are alike.
 
 Launch overhead: from the start of `runner up` to the first recorded step (the job alone, nothing
-changed since the previous run: deploy is a no-op), against the same from the start of the same
-torchrun commands run by hand over SSH, all nodes at once (the command `python -m runner.node train
---print` shows, as the service user). Goal (issue 14): under 2 s more.
+changed since the previous run: deploy is a no-op), and of `runner up --skip-deploy`, against the same
+from the start of the same torchrun commands run by hand over SSH, all nodes at once (the command
+`python -m runner.node train --print` shows, as the service user). Goal (issue 14): under 2 s more.
 """
 
 from __future__ import annotations
@@ -130,10 +130,22 @@ RUNS = iter(range(int(time.time()), 2**62))  # unique over invocations: a repeat
 
 
 def run_up(inventory: Path, inv: dict[str, Any], nodes: list[str], weighting: str, args: argparse.Namespace,
-           tmp: Path) -> dict[str, Any]:  # fmt: skip
+           tmp: Path, skip_deploy: bool = False) -> dict[str, Any]:  # fmt: skip
     path, job = job_file(tmp, nodes, weighting, args, next(RUNS))
     start = time.time()
-    sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), str(path)])
+    sh(
+        [
+            PY,
+            "-m",
+            "runner",
+            "-q",
+            "up",
+            "-i",
+            str(inventory),
+            *(["--skip-deploy"] if skip_deploy else []),
+            str(path),
+        ]
+    )
     first = first_step_at(inv, nodes, start)
     units_done(inv, nodes, job, 900)
     results = tmp / f"results-{len(nodes)}-{weighting}"
@@ -206,17 +218,26 @@ def main() -> int:
                     r = run_up(inventory, inv, nodes[:n], weighting, args, Path(tmp))
                     print(json.dumps(r), flush=True)
                     out["runs"].append(r)
-            ups, hands = [], []
+            ups, launches, hands = [], [], []
             for _ in range(args.overhead_runs):
                 ups.append(run_up(inventory, inv, nodes, "none", args, Path(tmp))["up_to_first_step_s"])
+                launches.append(
+                    run_up(inventory, inv, nodes, "none", args, Path(tmp), skip_deploy=True)[
+                        "up_to_first_step_s"
+                    ]
+                )
                 hands.append(by_hand(inventory, inv, nodes))
             out["overhead"] = (
                 {}
                 if not ups
                 else {
                     "runner_up_to_first_step_s": ups,
+                    "runner_up_skip_deploy_to_first_step_s": launches,
                     "by_hand_to_first_step_s": hands,
                     "median_difference_s": round(statistics.median(ups) - statistics.median(hands), 2),
+                    "median_difference_skip_deploy_s": round(
+                        statistics.median(launches) - statistics.median(hands), 2
+                    ),
                 }
             )
             print(json.dumps(out["overhead"]), flush=True)
