@@ -19,6 +19,7 @@ from runner.errors import InputError
 from runner.files import yamlio
 from runner.node import config as node_config
 from runner.node.config import MODES, RUNTIME_DEFAULTS
+from runner.serving import spec as serving_spec
 from runner.training import spec as training_spec
 
 # The modes and runtime settings are the node runtime's own (runner/node/config.py): one definition.
@@ -29,7 +30,8 @@ MAX_GB = 1024.0
 _RUNTIME_TYPES: dict[str, type | tuple[type, ...]] = {
     k: (int, float) if isinstance(v, float) else int for k, v in RUNTIME_DEFAULTS.items()
 }
-KINDS = ("llm", training_spec.KIND)  # llm: the default; see runner/training for the other
+KINDS = ("llm", training_spec.KIND, serving_spec.KIND)  # llm: the default; runner/training, runner/serving
+LLM_MODES = tuple(m for m in MODES if m != serving_spec.MODE)  # serve replicas come from kind: serving
 EXPERIMENT_KEYS = {
     "kind",
     "name",
@@ -79,6 +81,7 @@ class Experiment:
     disabled: tuple[str, ...] = ()  # ids of instances switched off with `enabled: false`
     kind: str = "llm"
     training: training_spec.TrainingSpec | None = None  # kind torch_distributed (None when disabled)
+    serving: serving_spec.ServingSpec | None = None  # kind serving: its replicas are the instances
 
 
 class _Where:
@@ -256,11 +259,17 @@ def load_file(path: Path) -> Experiment:
     bad_name = names.problem(name)
     if bad_name:  # the name reaches unit files, paths (results/<name>/) and commands
         raise where.error("name", bad_name)
-    if kind != "llm":
+    if kind == training_spec.KIND:
         return _training(path, data, name or "")
+    if kind == serving_spec.KIND:
+        return _serving(path, data, name or "")
     mode = data.get("mode")
-    if mode not in MODES:
-        raise where.error("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == serving_spec.MODE:
+        raise where.error(
+            "mode", f"{mode!r} replicas are declared with kind: {serving_spec.KIND} (docs/serving.md)"
+        )
+    if mode not in LLM_MODES:
+        raise where.error("mode", f"must be one of {', '.join(LLM_MODES)}, got {mode!r}")
     model = _str(where, "model", data.get("model"))
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -314,6 +323,58 @@ def _training(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
         kind=training_spec.KIND,
         training=spec if enabled else None,
     )
+
+
+def _serving(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
+    """A serving experiment: its replicas as instances of mode serve, one per node (they repel each other:
+    a replica takes its node's cores or GPU), no peers (the replicas answer clients, not each other)."""
+    enabled = data.get("enabled", True)
+    where = _Where(path)
+    if not isinstance(enabled, bool):
+        raise where.error("enabled", f"must be true or false, got {enabled!r}")
+    spec = serving_spec.parse(path, data, _gb_field)
+    runtime = _runtime(where, {k: data[k] for k in serving_spec.RUNTIME_KEYS if k in data}, RUNTIME_DEFAULTS)
+    if spec.gpu and "n_gpu_layers" not in data:
+        runtime["n_gpu_layers"] = -1  # every layer on the GPU unless told otherwise (as instances)
+    ids = [serving_spec.replica_id(name, k) for k in range(spec.replicas)]
+    settings: dict[str, Any] = {
+        "served_name": spec.served_name,
+        "embeddings": spec.embeddings,
+        "max_tokens_cap": spec.max_tokens_cap,
+    }
+    if spec.chat_format:
+        settings["chat_format"] = spec.chat_format
+    replicas = tuple(
+        InstanceSpec(
+            id=iid,
+            experiment=name,
+            mode=serving_spec.MODE,
+            model=spec.model,
+            source=path,
+            memory_gb=spec.memory_gb,
+            gpu_memory_gb=spec.gpu_memory_gb,
+            gpu=spec.gpu,
+            anti_affinity=tuple(o for o in ids if o != iid),
+            tags=spec.tags,
+            peers=(),
+            runtime=runtime,
+            settings=settings,
+        )
+        for iid in ids
+    )
+    experiment = Experiment(
+        name=name,
+        mode=serving_spec.MODE,
+        model=spec.model,
+        source=path,
+        description=str(data.get("description") or ""),
+        instances=replicas if enabled else (),
+        disabled=() if enabled else tuple(ids),
+        kind=serving_spec.KIND,
+        serving=spec,
+    )
+    node_check(experiment)
+    return experiment
 
 
 def load_files(paths: Sequence[Path]) -> list[Experiment]:

@@ -1,6 +1,7 @@
 """`python -m runner.node run --config FILE`, `python -m runner.node record-exit --config FILE`,
 `python -m runner.node bench --model FILE ...` (runner/node/bench.py) and
-`python -m runner.node train --config FILE` (runner/node/train.py)."""
+`python -m runner.node train --config FILE` (runner/node/train.py) and
+`python -m runner.node ready --config FILE` (a serving replica answers a completion: runner/node/serve.py)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("/opt/edgejar/wheelhouse/installed.txt"),
         help="roles/edgejar_llama's install record (the wheel key)",
     )
+    ready = sub.add_parser("ready", help="wait until a serving replica answers a real completion")
+    ready.add_argument("--config", required=True, type=Path, help="the replica's instance config JSON")
+    ready.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     train = sub.add_parser("train", help="run this node's part of a torch_distributed job (torchrun)")
     train.add_argument("--config", required=True, type=Path, help="the training unit's config JSON")
     train.add_argument(
@@ -65,6 +69,18 @@ def train(args: argparse.Namespace) -> int:
         return 0
     log.info("%s: %s (GLOO_SOCKET_IFNAME=%s)", entry["id"], " ".join(argv), env["GLOO_SOCKET_IFNAME"])
     return train_mod.run(entry, argv, env)
+
+
+def ready(args: argparse.Namespace) -> int:
+    import json
+
+    from runner.node import serve
+
+    cfg = config_mod.load(args.config)
+    if cfg.mode != "serve":
+        raise InputError(f"{args.config}: mode: {cfg.mode!r} is not a serving replica (mode serve)")
+    print(json.dumps(serve.ready(cfg, args.timeout)), flush=True)
+    return 0
 
 
 def positive_int(text: str) -> int:
@@ -107,6 +123,10 @@ def run(path: Path) -> int:
     from runner.node.peers import Peers
 
     cfg = config_mod.load(path)
+    if cfg.mode == "serve":  # a serving replica: llama-cpp-python's server, not the experiment engine
+        from runner.node import serve
+
+        return serve.run(cfg)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -187,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench(args)
         if args.command == "train":
             return train(args)
+        if args.command == "ready":
+            return ready(args)
         return run(args.config) if args.command == "run" else record_exit(args.config)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,7 +16,10 @@ from typing import Any
 from runner import names
 from runner.errors import InputError
 
-MODES = ("isolated", "amnesiac_loop", "split_brain", "hive_cluster", "panopticon", "prisoners_dilemma")
+# serve: a replica of a `kind: serving` experiment (runner/node/serve.py); the others run runner/node/modes
+MODES = (
+    "isolated", "amnesiac_loop", "split_brain", "hive_cluster", "panopticon", "prisoners_dilemma", "serve",
+)  # fmt: skip
 RUNTIME_DEFAULTS: dict[str, Any] = {
     "n_ctx": 2048,
     "n_gpu_layers": 0,
