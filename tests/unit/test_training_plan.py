@@ -124,7 +124,7 @@ def test_the_backend_is_one_for_the_job() -> None:
         ({"join_timeout_s": 0}, "join_timeout_s: must be a whole number from 10 to 86400, got 0"),
         ({"collective_timeout_s": "5m"}, "collective_timeout_s: must be a whole number from 10 to 86400"),
         ({"epochs": 3}, "epochs: unknown field for kind torch_distributed"),
-        ({"kind": "spark"}, "kind: must be one of llm, torch_distributed, got 'spark'"),
+        ({"kind": "spark"}, "kind: must be one of llm, torch_distributed, serving, got 'spark'"),
         ({"exclude": ["mars"]}, "exclude: unknown node(s) mars"),
         ({"ranks": 5}, "no feasible placement"),  # more ranks than nodes (one unit per node)
         ({"ranks": 2, "gpu": True, "gpu_memory_gb": 1}, "needs a GPU; host has none"),  # one GPU node only
