@@ -1,7 +1,8 @@
 """`python -m runner.node run --config FILE`, `python -m runner.node record-exit --config FILE`,
 `python -m runner.node bench --model FILE ...` (runner/node/bench.py) and
 `python -m runner.node train --config FILE` (runner/node/train.py) and
-`python -m runner.node ready --config FILE` (a serving replica answers a completion: runner/node/serve.py)."""
+`python -m runner.node ready --config FILE` (a serving replica answers a completion: runner/node/serve.py)
+and `python -m runner.node frontdoor --config FILE` (the serving front door: runner/node/frontdoor)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     ready = sub.add_parser("ready", help="wait until a serving replica answers a real completion")
     ready.add_argument("--config", required=True, type=Path, help="the replica's instance config JSON")
     ready.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    door = sub.add_parser("frontdoor", help="run the serving front door (docs/serving.md)")
+    door.add_argument("--config", required=True, type=Path, help="the front door's config JSON")
     train = sub.add_parser("train", help="run this node's part of a torch_distributed job (torchrun)")
     train.add_argument("--config", required=True, type=Path, help="the training unit's config JSON")
     train.add_argument(
@@ -209,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             return train(args)
         if args.command == "ready":
             return ready(args)
+        if args.command == "frontdoor":
+            from runner.node.frontdoor import app as frontdoor
+
+            return frontdoor.serve(args.config)
         return run(args.config) if args.command == "run" else record_exit(args.config)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

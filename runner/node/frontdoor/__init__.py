@@ -1,0 +1,1 @@
+"""The front door on the coordinator: one OpenAI-compatible endpoint over the serving replicas."""

@@ -1,0 +1,406 @@
+"""The front door: one OpenAI-compatible endpoint over the serving replicas (docs/serving.md).
+
+An ASGI app (starlette, served by uvicorn: both already in the node venv for the replicas) that checks
+the caller's key and role, picks a replica with the strategy in force (routing.py), queues the request
+on that replica by priority (queueing.py), forwards it with httpx (the replica's own key added), streams
+the answer back, measures time to first token and decode rate, retries a failed replica's request on
+another within a bounded budget and cools the failed one down, and exports Prometheus metrics.
+
+Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings (role user or admin); GET
+/v1/models (any role); GET /metrics and /admin/status (readonly or admin); PUT /admin/strategy and POST
+/admin/backends/{id}/drain|ready (admin). Errors are in the OpenAI error format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from runner.node.frontdoor import routing
+from runner.node.frontdoor.keys import Identity, KeyStore
+from runner.node.frontdoor.metrics import Metrics
+from runner.node.frontdoor.queueing import DEFAULT_PRIORITY, PRIORITIES, Slots
+
+log = logging.getLogger(__name__)
+
+PRIORITY_HEADER = "x-edgejar-priority"
+MAX_BODY = 1 << 20  # a request body larger than 1 MiB is refused (413)
+RETRYABLE = frozenset({500, 502, 503, 504})
+
+
+def error(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None
+) -> JSONResponse:
+    """An error in the OpenAI format."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+
+
+@dataclass
+class BackendConf:
+    id: str
+    model: str
+    node: str
+    url: str  # http://address:port
+    key: str  # the replica's bearer key (its experiment's secret)
+    weight: float = 1.0
+    max_tokens_cap: int | None = None
+
+
+@dataclass
+class Door:
+    """The front door's state: backends, their queues, the router, keys, metrics, the HTTP client."""
+
+    backends: dict[str, routing.Backend]
+    confs: dict[str, BackendConf]
+    slots: dict[str, Slots]
+    router: routing.Router
+    keys: KeyStore
+    retries: int = 2
+    cooldown_s: tuple[float, float] = (2.0, 60.0)
+    metrics: Metrics = field(default_factory=Metrics)
+    client: httpx.AsyncClient | None = None
+    started: float = field(default_factory=time.time)
+
+    def models(self) -> list[str]:
+        return sorted({b.model for b in self.backends.values()})
+
+    def update_gauges(self, now: float) -> None:
+        m = self.metrics
+        for bid, b in self.backends.items():
+            m.in_flight.labels(bid).set(b.in_flight)
+            m.up.labels(bid).set(0 if b.drained or now < b.cooldown_until else 1)
+            m.cooldown.labels(bid).set(max(0.0, b.cooldown_until - now))
+            if b.decode_tps is not None:
+                m.decode_rate.labels(bid).set(b.decode_tps)
+        for p in PRIORITIES:
+            m.queued.labels(p).set(sum(s.queued_by_priority[p] for s in self.slots.values()))
+        for s in routing.STRATEGIES:
+            m.strategy.labels(s).set(1 if s == self.router.strategy else 0)
+
+
+def build(config: Mapping[str, Any], key_file: Path) -> Door:
+    """The door from its config (the role writes it; docs/serving.md)."""
+    confs = {c["id"]: BackendConf(**c) for c in config["backends"]}
+    backends = {
+        bid: routing.Backend(id=bid, model=c.model, node=c.node, weight=c.weight) for bid, c in confs.items()
+    }
+    limit = int(config.get("max_in_flight", 1))
+    return Door(
+        backends=backends,
+        confs=confs,
+        slots={bid: Slots(b, limit) for bid, b in backends.items()},
+        router=routing.Router(str(config.get("strategy", "round_robin"))),
+        keys=KeyStore(key_file),
+        retries=int(config.get("retries", 2)),
+        cooldown_s=(float(config.get("cooldown_base_s", 2.0)), float(config.get("cooldown_max_s", 60.0))),
+    )
+
+
+def _who(door: Door, request: Request, action: str) -> Identity | JSONResponse:
+    who = door.keys.identify(request.headers.get("authorization"))
+    if who is None:
+        door.metrics.errors.labels("unauthorized").inc()
+        return error(
+            401,
+            "a valid API key is required (Authorization: Bearer <key>)",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    if not who.may(action):
+        door.metrics.errors.labels("forbidden").inc()
+        return error(403, f"role {who.role} may not do this ({action})", "permission_error", "forbidden")
+    return who
+
+
+async def _body(door: Door, request: Request) -> dict[str, Any] | JSONResponse:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        door.metrics.errors.labels("too_large").inc()
+        return error(413, f"the request body is larger than {MAX_BODY} bytes")
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, f"the request body is not JSON: {exc}")
+    if not isinstance(doc, dict):
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, "the request body must be a JSON object")
+    return doc
+
+
+def _tokens_of(doc: Mapping[str, Any]) -> int:
+    usage = doc.get("usage") or {}
+    return int(usage.get("completion_tokens") or 0)
+
+
+async def _forward(door: Door, request: Request, path: str) -> Response:
+    who = _who(door, request, "inference")
+    if isinstance(who, Response):
+        return who
+    doc = await _body(door, request)
+    if isinstance(doc, Response):
+        return doc
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, "`model` is required: one of " + ", ".join(door.models()), code="model_not_found")
+    if model not in door.models():
+        door.metrics.errors.labels("unknown_model").inc()
+        return error(404, f"no replica serves model {model!r}; served: {', '.join(door.models()) or 'none'}",
+                     code="model_not_found")  # fmt: skip
+    priority = request.headers.get(PRIORITY_HEADER, DEFAULT_PRIORITY)
+    if priority not in PRIORITIES:
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, f"{PRIORITY_HEADER}: must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    want = doc.get("max_tokens")
+    if want is not None and (isinstance(want, bool) or not isinstance(want, int) or want < 1):
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, f"max_tokens must be a positive whole number, got {want!r}")
+    caps = [c.max_tokens_cap for c in door.confs.values() if c.model == model and c.max_tokens_cap]
+    if want is not None and caps and want > min(caps):
+        door.metrics.errors.labels("malformed").inc()
+        return error(400, f"max_tokens {want} is above what model {model!r} allows ({min(caps)})")
+    stream = bool(doc.get("stream"))
+    body = json.dumps(doc).encode()
+    start = time.monotonic()
+    tried: set[str] = set()
+    last = "no replica of the model is available (all drained or cooling down)"
+    for attempt in range(door.retries + 1):
+        now = time.monotonic()
+        pool = [b for b in door.backends.values() if b.id not in tried]
+        b = door.router.choose(pool, model, now, want)
+        if b is None:
+            break
+        tried.add(b.id)
+        if attempt:
+            door.metrics.retries.labels(model).inc()
+        slots = door.slots[b.id]
+        await slots.acquire(priority)
+        conf = door.confs[b.id]
+        try:
+            assert door.client is not None
+            req = door.client.build_request(
+                "POST", conf.url + path, content=body,
+                headers={"Authorization": f"Bearer {conf.key}", "Content-Type": "application/json"},
+            )  # fmt: skip
+            upstream = await door.client.send(req, stream=True)
+        except httpx.HTTPError as exc:
+            slots.release()
+            rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
+            last = f"{b.id}: {type(exc).__name__}: {exc}"
+            log.warning("%s failed (%s): cooling down %.0f s", b.id, last, rest)
+            continue
+        if upstream.status_code in RETRYABLE:
+            text = (await upstream.aread())[:300].decode("utf-8", "replace")
+            await upstream.aclose()
+            slots.release()
+            rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
+            last = f"{b.id}: HTTP {upstream.status_code}: {text}"
+            log.warning("%s answered %d: cooling down %.0f s", b.id, upstream.status_code, rest)
+            continue
+        b.served += 1
+        if stream and upstream.status_code == 200:
+            return StreamingResponse(
+                _relay(door, b, model, upstream, start),
+                status_code=200,
+                media_type=upstream.headers.get("content-type", "text/event-stream"),
+            )
+        try:
+            content = await upstream.aread()
+        finally:
+            await upstream.aclose()
+            slots.release()
+        elapsed = time.monotonic() - start
+        door.metrics.requests.labels(model, b.id, str(upstream.status_code)).inc()
+        door.metrics.latency.labels(model).observe(elapsed)
+        if upstream.status_code == 200:
+            routing.recovered(b)
+            try:
+                tokens = _tokens_of(json.loads(content))
+            except ValueError:
+                tokens = 0
+            door.metrics.tokens.labels(b.id).inc(tokens)
+            # a whole answer: its time counts as decode time (the first token is not seen apart)
+            routing.observe(
+                b, b.ttft_s if b.ttft_s is not None else 0.0, tokens + 1, elapsed, time.monotonic()
+            )
+        return Response(content, upstream.status_code, media_type=upstream.headers.get("content-type"))
+    door.metrics.errors.labels("unavailable").inc()
+    return error(503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable")
+
+
+async def _relay(
+    door: Door, b: routing.Backend, model: str, upstream: httpx.Response, start: float
+) -> AsyncIterator[bytes]:
+    """Pass a streamed answer through, measuring the first token and the chunks (one token each)."""
+    first: float | None = None
+    chunks = 0
+    try:
+        async for part in upstream.aiter_raw():
+            if first is None and b"data:" in part:
+                first = time.monotonic()
+            chunks += part.count(b"data: {")
+            yield part
+    finally:
+        await upstream.aclose()
+        door.slots[b.id].release()
+        end = time.monotonic()
+        door.metrics.requests.labels(model, b.id, "200").inc()
+        door.metrics.latency.labels(model).observe(end - start)
+        if first is not None:
+            door.metrics.ttft.labels(model).observe(first - start)
+            door.metrics.tokens.labels(b.id).inc(chunks)
+            routing.recovered(b)
+            routing.observe(b, first - start, chunks, end - first, end)
+
+
+def _status(door: Door) -> dict[str, Any]:
+    now = time.monotonic()
+    return {
+        "strategy": door.router.strategy,
+        "strategies": list(routing.STRATEGIES),
+        "models": door.models(),
+        "keys": len(door.keys),
+        "keys_error": door.keys.error,
+        "backends": [
+            {
+                "id": b.id,
+                "model": b.model,
+                "node": b.node,
+                "in_flight": b.in_flight,
+                "queued": b.queued,
+                "served": b.served,
+                "drained": b.drained,
+                "cooldown_s": round(max(0.0, b.cooldown_until - now), 1),
+                "failures": b.failures,
+                "ttft_s": b.ttft_s,
+                "decode_tokens_per_s": b.decode_tps,
+                "weight": b.weight,
+            }
+            for b in sorted(door.backends.values(), key=lambda x: x.id)
+        ],
+    }
+
+
+def create(door: Door) -> Starlette:
+    """The ASGI app over `door`."""
+
+    async def chat(request: Request) -> Response:
+        return await _forward(door, request, "/v1/chat/completions")
+
+    async def completions(request: Request) -> Response:
+        return await _forward(door, request, "/v1/completions")
+
+    async def embeddings(request: Request) -> Response:
+        return await _forward(door, request, "/v1/embeddings")
+
+    async def models(request: Request) -> Response:
+        who = _who(door, request, "models")
+        if isinstance(who, Response):
+            return who
+        data = [
+            {"id": m, "object": "model", "created": int(door.started), "owned_by": "edgejar"}
+            for m in door.models()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def metrics(request: Request) -> Response:
+        who = _who(door, request, "read")
+        if isinstance(who, Response):
+            return who
+        door.update_gauges(time.monotonic())
+        return Response(generate_latest(door.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(request: Request) -> Response:
+        who = _who(door, request, "read")
+        if isinstance(who, Response):
+            return who
+        return JSONResponse(_status(door))
+
+    async def strategy(request: Request) -> Response:
+        who = _who(door, request, "admin")
+        if isinstance(who, Response):
+            return who
+        doc = await _body(door, request)
+        if isinstance(doc, Response):
+            return doc
+        name = doc.get("strategy")
+        if name not in routing.STRATEGIES:
+            return error(400, f"strategy: must be one of {', '.join(routing.STRATEGIES)}, got {name!r}")
+        old, door.router.strategy = door.router.strategy, str(name)  # in-flight requests keep their backend
+        log.info("strategy %s -> %s (by %s)", old, name, who.name)
+        return JSONResponse({"strategy": name, "was": old})
+
+    async def backend_state(request: Request) -> Response:
+        who = _who(door, request, "admin")
+        if isinstance(who, Response):
+            return who
+        bid, action = request.path_params["bid"], request.path_params["action"]
+        b = door.backends.get(bid)
+        if b is None:
+            return error(404, f"no backend {bid!r}; backends: {', '.join(sorted(door.backends))}")
+        if action not in ("drain", "ready"):
+            return error(400, f"action: must be drain or ready, got {action!r}")
+        b.drained = action == "drain"
+        if not b.drained:
+            b.cooldown_until, b.failures = 0.0, 0
+        log.info("backend %s: %s (by %s)", bid, action, who.name)
+        return JSONResponse({"backend": bid, "drained": b.drained})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
+            door.client = client
+            yield
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/status", status, methods=["GET"]),
+        Route("/admin/strategy", strategy, methods=["PUT"]),
+        Route("/admin/backends/{bid}/{action}", backend_state, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("backends"), list):
+        raise ValueError(f"{path}: must be a JSON object with a list `backends`")
+    return doc
+
+
+def serve(config_path: Path) -> int:
+    """Run the front door from its config until SIGTERM (`python -m runner.node frontdoor --config FILE`)."""
+    import uvicorn
+
+    config = load_config(config_path)
+    door = build(config, Path(config["keys_file"]))
+    if door.keys.error:
+        log.warning("keys: %s", door.keys.error)
+    listen = config["listen"]
+    tls = config.get("tls") or {}
+    log.info("front door on %s:%s (%s), %d backend(s), strategy %s", listen["address"], listen["port"],
+             "TLS" if tls else "plain HTTP", len(door.backends), door.router.strategy)  # fmt: skip
+    uvicorn.run(
+        create(door), host=listen["address"], port=int(listen["port"]), log_level="warning",
+        ssl_certfile=tls.get("cert"), ssl_keyfile=tls.get("key"), timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    return 0
