@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.bench",
     "runner.commands.model",
     "runner.commands.sim",
+    "runner.commands.serve",
 )
 
 

@@ -3,13 +3,23 @@ replicas placed on three different hosts, each llama-cpp-python's own OpenAI-com
 hardened unit with MemoryMax, bound to its host's cluster address, ready once a real completion answered
 (launch checks it on the node); the official `openai` client from the controller gets plain and streaming
 chat completions and completions from every replica with the experiment's secret as its key, and is
-refused with another key. The front door over the replicas is not built yet (issue 16)."""
+refused with another key. Then playbooks/frontdoor.yml puts the front door on the coordinator (host):
+--check, twice (the second changes nothing), TLS with the fetched certificate; the `openai` client
+through it (plain and streaming, round robin over the three replicas), keys and roles (401, 403), a
+replica killed under concurrent load fails no request and is cooled down, then readmitted once systemd
+restarted it; the metrics count every request sent."""
 
 from __future__ import annotations
 
+import json
+import ssl
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +117,125 @@ def test_replicas_are_hardened_limited_and_bound_to_the_cluster_address(
         assert int(shown["MemoryMax"]) == e["memory_mib"] * 1024 * 1024, (iid, shown)
         listening = [line.split()[3] for line in lines if line.startswith("LISTEN")]
         assert listening == [f"{e['address']}:{e['port']}"], (iid, listening)  # never 0.0.0.0
+
+
+KEYS = {"admin": "it-admin-" + "a" * 24, "user": "it-user-" + "u" * 24, "readonly": "it-ro-" + "o" * 24}
+DOOR_HOST = "host"  # the first host of group x86: the coordinator
+CERT = ROOT / ".edgejar" / "frontdoor" / f"{DOOR_HOST}.crt"
+
+
+@pytest.fixture(scope="module")
+def door(
+    sim: Sim, runner_dir: Path, served: tuple[Any, dict[str, dict[str, Any]]]
+) -> Iterator[dict[str, Any]]:
+    """frontdoor.yml with three keys: --check first, then twice; the base URL and a TLS context that trusts
+    the fetched certificate. Removed again (state=absent) afterwards."""
+    keys = {"edgejar_frontdoor_keys": [{"name": f"it-{r}", "key": k, "role": r} for r, k in KEYS.items()]}
+    try:
+        check, _ = runs.playbook(sim, runner_dir, "door-check", "frontdoor.yml", keys, cmdline="--check")
+        assert check.status == "successful", (check.stats, check.errors())
+        first, _ = runs.playbook(sim, runner_dir, "door-1", "frontdoor.yml", keys)
+        assert first.status == "successful", (first.stats, first.errors())
+        second, _ = runs.playbook(sim, runner_dir, "door-2", "frontdoor.yml", keys)
+        assert second.status == "successful", (second.stats, second.errors())
+        hv = yaml.safe_load(sim.inventory.read_text())
+        address = next(
+            h["ansible_host"] for g in hv["all"]["children"]["edgejar_nodes"]["children"].values()
+            for name, h in g["hosts"].items() if name == DOOR_HOST
+        )  # fmt: skip
+        yield {"url": f"https://{address}:8443", "tls": ssl.create_default_context(cafile=str(CERT)),
+               "second": second}  # fmt: skip
+    finally:
+        gone, _ = runs.playbook(
+            sim, runner_dir, "door-absent", "frontdoor.yml", {**keys, "edgejar_frontdoor_state": "absent"}
+        )
+        assert gone.status == "successful", (gone.stats, gone.errors())
+
+
+def door_client(door: dict[str, Any], role: str = "user") -> openai.OpenAI:
+    http = openai.DefaultHttpx2Client(verify=door["tls"])
+    return openai.OpenAI(base_url=door["url"] + "/v1", api_key=KEYS[role], max_retries=0, http_client=http)
+
+
+def call(door: dict[str, Any], method: str, path: str, role: str | None, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {
+        "Content-Type": "application/json",
+        **({"Authorization": f"Bearer {KEYS[role]}"} if role else {}),
+    }
+    req = urllib.request.Request(door["url"] + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=door["tls"]) as resp:
+            raw = resp.read()
+            return resp.status, raw.decode() if path == "/metrics" else json.loads(raw)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def served_counts(door: dict[str, Any]) -> dict[str, int]:
+    code, doc = call(door, "GET", "/admin/status", "readonly")
+    assert code == 200, doc
+    return {b["id"]: b["served"] for b in doc["backends"]}
+
+
+def test_the_front_door_is_idempotent_and_answers_through_tls(door: dict[str, Any]) -> None:
+    assert not door["second"].stats.get("changed"), door["second"].stats
+    c = door_client(door)
+    assert [m.id for m in c.models.list().data] == [NAME]
+    before = served_counts(door)
+    for _ in range(6):
+        chat = c.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert chat.choices[0].message.role == "assistant"
+    chunks = list(c.completions.create(model=NAME, prompt="Once", max_tokens=6, stream=True))
+    assert len(chunks) >= 2
+    after = served_counts(door)
+    assert sorted(after[i] - before[i] for i in after) == [2, 2, 3], (before, after)  # round robin: even
+    code, doc = call(door, "POST", "/v1/completions", None, {"model": NAME, "prompt": "x"})
+    assert code == 401 and doc["error"]["code"] == "invalid_api_key"
+    assert call(door, "PUT", "/admin/strategy", "readonly", {"strategy": "least_busy"})[0] == 403
+
+
+def test_a_killed_replica_fails_no_request_and_is_readmitted(
+    sim: Sim, runner_dir: Path, door: dict[str, Any], served: tuple[Any, dict[str, dict[str, Any]]]
+) -> None:
+    _, placed = served
+    victim = placed[f"{NAME}-1"]
+    c = door_client(door)
+    metrics_before = call(door, "GET", "/metrics", "admin")[1]
+
+    def one(n: int) -> int:
+        return c.completions.create(model=NAME, prompt=f"Story {n}:", max_tokens=16).usage.completion_tokens
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(one, n) for n in range(12)]
+        time.sleep(0.5)
+        runs.shell(sim, runner_dir, "door-kill", f"systemctl kill -s KILL edgejar-instance@{victim['id']}.service",
+                   victim["node"])  # fmt: skip
+        answered = [f.result(timeout=300) for f in futures]  # raises if any request failed
+    assert len(answered) == 12 and all(t >= 1 for t in answered)
+    journal = runs.shell(
+        sim, runner_dir, "door-journal", "journalctl -u edgejar-frontdoor --no-pager", DOOR_HOST
+    )
+    assert f"{victim['id']} failed" in journal[DOOR_HOST] and "cooling down" in journal[DOOR_HOST], journal
+    metrics = call(door, "GET", "/metrics", "admin")[1]
+
+    def total(text: str, name: str) -> float:
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
+
+    assert total(metrics, "edgejar_frontdoor_retries_total") >= 1, metrics
+    assert total(metrics, "edgejar_frontdoor_requests_total") - total(
+        metrics_before, "edgejar_frontdoor_requests_total"
+    ) == 12  # fmt: skip
+    # systemd restarts the replica (Restart=on-failure); once its cool-down is over it answers again
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        before = served_counts(door)[victim["id"]]
+        for n in range(3):
+            one(n)
+        if served_counts(door)[victim["id"]] > before:
+            break
+        time.sleep(5)
+    else:
+        raise AssertionError(f"{victim['id']} was not readmitted within 240 s")

@@ -177,3 +177,32 @@ def test_a_killed_replica_fails_no_request_and_is_cooled_down(door: dict[str, An
     assert call(url, "POST", "/admin/backends/chat-1/drain", KEYS["admin"])[0] == 200
     assert call(url, "POST", "/admin/backends/chat-9/drain", KEYS["admin"])[0] == 404
     assert call(url, "POST", "/admin/backends/chat-1/ready", KEYS["user"])[0] == 403
+
+
+def test_runner_serve_shows_the_door_and_changes_its_strategy(door: dict[str, Any]) -> None:
+    """`python -m runner serve` with the key in $EDGEJAR_FRONTDOOR_KEY: status as a table, a strategy
+    change with an admin key, 1 with the front door's reason for a read-only one, 2 without a key."""
+    import os
+
+    def serve(role: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "EDGEJAR_FRONTDOOR_KEY"}
+        if role:
+            env["EDGEJAR_FRONTDOOR_KEY"] = KEYS[role]
+        return subprocess.run([sys.executable, "-m", "runner", "serve", "--url", door["url"], *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+    shown = serve("readonly", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "strategy round_robin; models chat" in shown.stdout
+        and "chat-0" in shown.stdout
+        and "chat-1" in shown.stdout
+    )
+    refused = serve("readonly", "strategy", "latency")
+    assert refused.returncode == 1 and "HTTP 403: role readonly may not do this" in refused.stderr
+    changed = serve("admin", "strategy", "latency")
+    assert changed.returncode == 0 and json.loads(changed.stdout) == {
+        "strategy": "latency",
+        "was": "round_robin",
+    }
+    assert serve(None, "status").returncode == 2

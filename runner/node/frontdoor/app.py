@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from runner.errors import InputError
 from runner.node.frontdoor import routing
 from runner.node.frontdoor.keys import Identity, KeyStore
 from runner.node.frontdoor.metrics import Metrics
@@ -190,6 +191,8 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         slots = door.slots[b.id]
         await slots.acquire(priority)
         conf = door.confs[b.id]
+        live = stream
+        content = b""
         try:
             assert door.client is not None
             req = door.client.build_request(
@@ -197,6 +200,12 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
                 headers={"Authorization": f"Bearer {conf.key}", "Content-Type": "application/json"},
             )  # fmt: skip
             upstream = await door.client.send(req, stream=True)
+            live = stream and upstream.status_code == 200
+            if not live:  # a whole answer: read it here, so that a replica dying mid-answer is retried
+                try:
+                    content = await upstream.aread()
+                finally:
+                    await upstream.aclose()
         except httpx.HTTPError as exc:
             slots.release()
             rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
@@ -204,25 +213,19 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             log.warning("%s failed (%s): cooling down %.0f s", b.id, last, rest)
             continue
         if upstream.status_code in RETRYABLE:
-            text = (await upstream.aread())[:300].decode("utf-8", "replace")
-            await upstream.aclose()
             slots.release()
             rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
-            last = f"{b.id}: HTTP {upstream.status_code}: {text}"
+            last = f"{b.id}: HTTP {upstream.status_code}: {content[:300].decode('utf-8', 'replace')}"
             log.warning("%s answered %d: cooling down %.0f s", b.id, upstream.status_code, rest)
             continue
         b.served += 1
-        if stream and upstream.status_code == 200:
+        if live:
             return StreamingResponse(
                 _relay(door, b, model, upstream, start),
                 status_code=200,
                 media_type=upstream.headers.get("content-type", "text/event-stream"),
             )
-        try:
-            content = await upstream.aread()
-        finally:
-            await upstream.aclose()
-            slots.release()
+        slots.release()
         elapsed = time.monotonic() - start
         door.metrics.requests.labels(model, b.id, str(upstream.status_code)).inc()
         door.metrics.latency.labels(model).observe(elapsed)
@@ -380,10 +383,33 @@ def create(door: Door) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+BACKEND_FIELDS = ("id", "model", "node", "url", "key")
+
+
 def load_config(path: Path) -> dict[str, Any]:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or not isinstance(doc.get("backends"), list):
-        raise ValueError(f"{path}: must be a JSON object with a list `backends`")
+    """The front door's config (the role writes it), checked: InputError (exit 2) names the field."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the front door's config ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: must be a JSON object")
+    listen = doc.get("listen")
+    if not isinstance(listen, dict) or not listen.get("address") or not isinstance(listen.get("port"), int):
+        raise InputError(f"{path}: listen: needs address and port")
+    if not isinstance(doc.get("keys_file"), str):
+        raise InputError(f"{path}: keys_file: missing")
+    if doc.get("strategy", "round_robin") not in routing.STRATEGIES:
+        raise InputError(
+            f"{path}: strategy: must be one of {', '.join(routing.STRATEGIES)}, got {doc['strategy']!r}"
+        )
+    backends = doc.get("backends")
+    if not isinstance(backends, list):
+        raise InputError(f"{path}: backends: must be a list")
+    for n, b in enumerate(backends):
+        missing = [k for k in BACKEND_FIELDS if not isinstance(b, dict) or not b.get(k)]
+        if missing:
+            raise InputError(f"{path}: backends[{n}]: missing {', '.join(missing)}")
     return doc
 
 
