@@ -109,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
     problem = f"; keys file: {doc['keys_error']}" if doc.get("keys_error") else ""
     models = ", ".join(doc["models"]) or "-"
     print(f"front door {url}: strategy {doc['strategy']}; models {models}; {doc['keys']} key(s){problem}")
+
+    def state(b: dict[str, Any]) -> str:
+        if b["drained"]:
+            return "drained"
+        if b.get("unreachable"):
+            return "unreachable"
+        return f"cooling {b['cooldown_s']:g} s" if b["cooldown_s"] else "up"
+
     rows = [
-        [b["id"], b["model"], b["node"], "drained" if b["drained"] else f"cooling {b['cooldown_s']:g} s"
-         if b["cooldown_s"] else "up", str(b["in_flight"]), str(b["queued"]), str(b["served"]),
+        [b["id"], b["model"], b["node"], state(b), str(b["in_flight"]), str(b["queued"]), str(b["served"]),
          _fmt(b["ttft_s"], 3), _fmt(b["decode_tokens_per_s"], 1)]
         for b in doc["backends"]
     ]  # fmt: skip

@@ -6,6 +6,7 @@ counts matching the requests sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -34,6 +35,13 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def door(tmp_path: Path, tiny_model: Path) -> Iterator[dict[str, Any]]:
+    """Two replicas and the front door, its own poll off (a dead replica is found by a failed request)."""
+    with running(tmp_path, tiny_model, poll_s=0) as d:
+        yield d
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, tiny_model: Path, poll_s: float) -> Iterator[dict[str, Any]]:
     secret = tmp_path / "chat.key"
     secret.write_text(SECRET + "\n")
     (tmp_path / "data").mkdir()
@@ -64,7 +72,7 @@ def door(tmp_path: Path, tiny_model: Path) -> Iterator[dict[str, Any]]:
         )
         port = free_port(DOOR)
         cfg = {"listen": {"address": DOOR, "port": port}, "keys_file": str(keys), "strategy": "round_robin",
-               "retries": 2, "cooldown_base_s": 30, "backends": backends}  # fmt: skip
+               "retries": 2, "cooldown_base_s": 30, "poll_s": poll_s, "backends": backends}  # fmt: skip
         (tmp_path / "door.json").write_text(json.dumps(cfg))
         procs["door"] = start(["frontdoor", "--config", str(tmp_path / "door.json")], tmp_path / "door.log")
         url = f"http://{DOOR}:{port}"
@@ -206,3 +214,21 @@ def test_runner_serve_shows_the_door_and_changes_its_strategy(door: dict[str, An
         "was": "round_robin",
     }
     assert serve(None, "status").returncode == 2
+
+
+def test_the_door_leaves_out_a_replica_whose_port_stops_answering(tmp_path: Path, tiny_model: Path) -> None:
+    """With its poll on (every 0.5 s here), a replica that dies is marked unreachable without any request
+    failing on it, and no request is even tried there (no retry counted); it is readmitted when it answers."""
+    with running(tmp_path, tiny_model, poll_s=0.5) as d:
+        url, c = d["url"], client(d["url"])
+        d["procs"]["chat-1"].kill()
+        d["procs"]["chat-1"].wait(timeout=30)
+        wait_until("chat-1 marked unreachable", lambda: status(url)["chat-1"]["unreachable"])
+        for _ in range(4):
+            c.completions.create(model="chat", prompt="Once", max_tokens=3)
+        assert status(url)["chat-0"]["served"] == 4
+        metrics = call(url, "GET", "/metrics", KEYS["readonly"])[1].decode()
+        assert "edgejar_frontdoor_retries_total" not in metrics.replace(
+            "# HELP edgejar_frontdoor_retries_total", ""
+        ).replace("# TYPE edgejar_frontdoor_retries_total", "")  # no retry ever happened
+        assert 'edgejar_frontdoor_backend_up{backend="chat-1"} 0.0' in metrics

@@ -13,6 +13,7 @@ Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings (role user
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -74,6 +75,7 @@ class Door:
     metrics: Metrics = field(default_factory=Metrics)
     client: httpx.AsyncClient | None = None
     started: float = field(default_factory=time.time)
+    poll_s: float = 5.0  # how often each replica's port is tried (0: never)
 
     def models(self) -> list[str]:
         return sorted({b.model for b in self.backends.values()})
@@ -82,7 +84,7 @@ class Door:
         m = self.metrics
         for bid, b in self.backends.items():
             m.in_flight.labels(bid).set(b.in_flight)
-            m.up.labels(bid).set(0 if b.drained or now < b.cooldown_until else 1)
+            m.up.labels(bid).set(0 if b.drained or b.unreachable or now < b.cooldown_until else 1)
             m.cooldown.labels(bid).set(max(0.0, b.cooldown_until - now))
             if b.decode_tps is not None:
                 m.decode_rate.labels(bid).set(b.decode_tps)
@@ -107,7 +109,31 @@ def build(config: Mapping[str, Any], key_file: Path) -> Door:
         keys=KeyStore(key_file),
         retries=int(config.get("retries", 2)),
         cooldown_s=(float(config.get("cooldown_base_s", 2.0)), float(config.get("cooldown_max_s", 60.0))),
+        poll_s=float(config.get("poll_s", 5.0)),
     )
+
+
+async def _reachable(url: str, timeout_s: float) -> bool:
+    host, _, port = url.split("://", 1)[1].rpartition(":")
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    return True
+
+
+async def poll(door: Door) -> None:
+    """Mark each replica unreachable while its port does not answer (a node down, a unit stopped): it is
+    left out of routing until it answers again, without a request having to fail on it first."""
+    while door.poll_s > 0:
+        for bid, conf in door.confs.items():
+            ok = await _reachable(conf.url, min(2.0, door.poll_s))
+            b = door.backends[bid]
+            if ok == b.unreachable:
+                log.warning("%s: %s", bid, "reachable again" if ok else f"unreachable ({conf.url})")
+            b.unreachable = not ok
+        await asyncio.sleep(door.poll_s)
 
 
 def _who(door: Door, request: Request, action: str) -> Identity | JSONResponse:
@@ -287,6 +313,7 @@ def _status(door: Door) -> dict[str, Any]:
                 "queued": b.queued,
                 "served": b.served,
                 "drained": b.drained,
+                "unreachable": b.unreachable,
                 "cooldown_s": round(max(0.0, b.cooldown_until - now), 1),
                 "failures": b.failures,
                 "ttft_s": b.ttft_s,
@@ -368,7 +395,11 @@ def create(door: Door) -> Starlette:
         limits = httpx.Limits(max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
             door.client = client
-            yield
+            poller = asyncio.create_task(poll(door))
+            try:
+                yield
+            finally:
+                poller.cancel()
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),

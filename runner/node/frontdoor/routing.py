@@ -2,7 +2,8 @@
 the clock in, one backend out; the front door (app.py) keeps the state and measures.
 
 Every strategy picks among the *eligible* backends only: serving the requested model, not drained, not
-cooling down after a failure. Each request then waits in its backend's own queue (priority first).
+unreachable (the front door polls each replica's port), not cooling down after a failure. Each request
+then waits in its backend's own queue (priority first).
 
 - round_robin: the eligible backends in turn (by id), whatever their load: an even spread.
 - least_busy: the fewest requests in flight plus queued; ties in turn.
@@ -46,12 +47,13 @@ class Backend:
     measured_at: float = 0.0
     cooldown_until: float = 0.0
     failures: int = 0  # consecutive failures (the cool-down doubles with each)
-    drained: bool = False
+    drained: bool = False  # by an admin
+    unreachable: bool = False  # by the front door's own poll (its port does not answer)
     served: int = 0
     _current: float = field(default=0.0, repr=False)  # smooth weighted round robin's running weight
 
     def eligible(self, model: str, now: float) -> bool:
-        return self.model == model and not self.drained and now >= self.cooldown_until
+        return self.model == model and not (self.drained or self.unreachable) and now >= self.cooldown_until
 
 
 def observe(b: Backend, ttft_s: float, tokens: int, decode_s: float, now: float) -> None:

@@ -1,0 +1,206 @@
+"""Serving on the simulated cluster: what the front door costs, and how each strategy does with one slow
+host.
+
+Needs a simulated cluster, provisioned, and the tiny model (run as root):
+
+    .venv/bin/python -m runner sim up
+    ansible-playbook -i "$(.venv/bin/python -m runner sim inventory)" playbooks/provision.yml
+    .venv/bin/python -m runner model tiny
+    .venv/bin/python benchmarks/serving.py [--requests 60] [--slow rpi1 --quota 25%] [--json FILE]
+
+It starts experiments/serving.yml (three replicas) with `runner up` and the front door with
+playbooks/frontdoor.yml (keys made for the run), then:
+
+1. Overhead: the same completions (max_tokens --tokens) one at a time, straight to the replicas in
+   turn and through the front door (round robin): p50 and p99 latency and the difference at p50 (goal,
+   issue 16: under 2 ms), then --concurrency at once: the aggregate throughput of each (goal: the front
+   door at least 95 % of straight).
+2. With --slow NODE, that host's replica gets CPUQuota (host_vars, removed after) and is relaunched;
+   for each strategy, --requests completions at --concurrency: p50, p99 and how many each replica took.
+
+Every request is a real completion of the tiny model; the numbers are this machine's (every simulated
+host shares its CPUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv" / "bin" / "python")
+EXPERIMENT = ROOT / "experiments" / "serving.yml"
+STRATEGIES = ("round_robin", "least_busy", "latency", "capability", "adaptive")
+
+
+def sh(argv: list[str], timeout: float = 1200) -> str:
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        sys.exit(
+            f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout
+
+
+def post(url: str, key: str, body: dict[str, Any], tls: ssl.SSLContext | None) -> float:
+    """Seconds for one completion (raises on any failure: a benchmark counts answered requests only)."""
+    req = urllib.request.Request(
+        url + "/v1/completions",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    start = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=300, context=tls) as resp:
+        json.loads(resp.read())
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(times: list[float], wall: float | None = None) -> dict[str, float]:
+    out = {"p50_ms": round(1000 * statistics.median(times), 2), "p99_ms": round(1000 * pct(times, 0.99), 2)}
+    if wall:
+        out["requests_per_s"] = round(len(times) / wall, 2)
+    return out
+
+
+def load(
+    targets: list[tuple[str, str, ssl.SSLContext | None]], n: int, concurrency: int, tokens: int
+) -> tuple[list[float], float]:
+    """n completions over the targets in turn, `concurrency` at once: the times and the wall time."""
+    body = {"model": "chat", "prompt": "The cluster", "max_tokens": tokens, "temperature": 0}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        times = list(
+            pool.map(
+                lambda k: post(*targets[k % len(targets)][:2], body, targets[k % len(targets)][2]), range(n)
+            )
+        )
+    return times, time.perf_counter() - start
+
+
+def admin(door: str, key: str, tls: ssl.SSLContext, method: str, path: str, body: Any = None) -> Any:
+    req = urllib.request.Request(
+        door + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60, context=tls) as resp:
+        return json.loads(resp.read())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=60)
+    p.add_argument("--concurrency", type=int, default=6)
+    p.add_argument("--tokens", type=int, default=8, help="max_tokens of each completion")
+    p.add_argument("--slow", default="", metavar="NODE", help="give this host's replica --quota of CPU")
+    p.add_argument("--quota", default="25%")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    inventory = Path(sh([PY, "-m", "runner", "sim", "inventory"]).strip())
+    keys = {"admin": os.urandom(18).hex(), "user": os.urandom(18).hex()}
+    extra = {"edgejar_frontdoor_keys": [{"name": f"bench-{r}", "key": k, "role": r} for r, k in keys.items()]}
+    extra_file = Path("/tmp/edgejar-bench-frontdoor.json")
+    extra_file.write_text(json.dumps(extra))
+    extra_file.chmod(0o600)
+    quota = inventory.parent / "host_vars" / args.slow / "bench-cpu-quota.yml" if args.slow else None
+    out: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens}
+    try:
+        sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), str(EXPERIMENT)])
+        sh(
+            [
+                str(ROOT / ".venv" / "bin" / "ansible-playbook"),
+                "-i",
+                str(inventory),
+                "-e",
+                f"@{extra_file}",
+                str(ROOT / "playbooks" / "frontdoor.yml"),
+            ]
+        )
+        replicas = [
+            e
+            for f in sorted((inventory.parent / "host_vars").glob("*/placement.yml"))
+            for e in yaml.safe_load(f.read_text()).get("edgejar_instances") or []
+            if e.get("mode") == "serve"
+        ]
+        secret = (ROOT / ".edgejar" / "secrets" / "chat").read_text().strip()
+        hv = {
+            n: h
+            for g in yaml.safe_load(inventory.read_text())["all"]["children"]["edgejar_nodes"][
+                "children"
+            ].values()
+            for n, h in g["hosts"].items()
+        }
+        tls = ssl.create_default_context(cafile=str(ROOT / ".edgejar" / "frontdoor" / "host.crt"))
+        door = f"https://{hv['host']['ansible_host']}:8443"
+        direct = [(f"http://{e['address']}:{e['port']}", secret, None) for e in replicas]
+        through = [(door, keys["user"], tls)]
+        load(direct, 6, 1, args.tokens)  # warm every replica
+        load(through, 6, 1, args.tokens)
+        seq_direct, _ = load(direct, args.requests, 1, args.tokens)
+        seq_door, _ = load(through, args.requests, 1, args.tokens)
+        par_direct, wall_direct = load(direct, args.requests, args.concurrency, args.tokens)
+        par_door, wall_door = load(through, args.requests, args.concurrency, args.tokens)
+        out["overhead"] = {
+            "one_at_a_time": {
+                "direct": summary(seq_direct),
+                "front_door": summary(seq_door),
+                "added_p50_ms": round(
+                    1000 * (statistics.median(seq_door) - statistics.median(seq_direct)), 2
+                ),
+            },
+            "concurrent": {
+                "direct": summary(par_direct, wall_direct),
+                "front_door": summary(par_door, wall_door),
+                "throughput_ratio": round(wall_direct / wall_door, 3),
+            },
+        }
+        print(json.dumps(out["overhead"]), flush=True)
+        if quota:
+            quota.parent.mkdir(parents=True, exist_ok=True)
+            quota.write_text(f"edgejar_launch_cpu_quota: {json.dumps(args.quota)}\n")
+            sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), "--skip-deploy", str(EXPERIMENT)])
+            out["slow"] = {"node": args.slow, "quota": args.quota}
+        out["strategies"] = {}
+        for strategy in STRATEGIES:
+            admin(door, keys["admin"], tls, "PUT", "/admin/strategy", {"strategy": strategy})
+            before = {
+                b["id"]: b["served"]
+                for b in admin(door, keys["admin"], tls, "GET", "/admin/status")["backends"]
+            }
+            times, wall = load(through, args.requests, args.concurrency, args.tokens)
+            after = admin(door, keys["admin"], tls, "GET", "/admin/status")["backends"]
+            took = {f"{b['id']}@{b['node']}": b["served"] - before[b["id"]] for b in after}
+            out["strategies"][strategy] = {**summary(times, wall), "served": took}
+            print(json.dumps({strategy: out["strategies"][strategy]}), flush=True)
+    finally:
+        if quota and quota.exists():
+            quota.unlink()
+        extra_file.unlink(missing_ok=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        sys.exit("run as root (the simulated cluster)")
+    sys.exit(main())
