@@ -165,6 +165,13 @@ def test_keys_roles_and_bad_requests_get_openai_errors(door: dict[str, Any]) -> 
     assert code == 400 and "must be one of high, normal, low" in doc["error"]["message"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+    code, doc = call(
+        url, "POST", "/v1/completions", KEYS["user"], b"x" * 100, {"Content-Length": str(2 << 20)}
+    )
+    assert code == 413  # refused from its declared length, before it is read
+    # a request without max_tokens gets the model's bound (64), not the whole context
+    unbounded = client(url).completions.create(model="chat", prompt="Once upon a time")
+    assert 1 <= unbounded.usage.completion_tokens <= 64
 
 
 def test_a_killed_replica_fails_no_request_and_is_cooled_down(door: dict[str, Any]) -> None:

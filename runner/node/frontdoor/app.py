@@ -153,6 +153,10 @@ def _who(door: Door, request: Request, action: str) -> Identity | JSONResponse:
 
 
 async def _body(door: Door, request: Request) -> dict[str, Any] | JSONResponse:
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY:  # refused before it is read
+        door.metrics.errors.labels("too_large").inc()
+        return error(413, f"the request body is larger than {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
         door.metrics.errors.labels("too_large").inc()
@@ -200,6 +204,8 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
     if want is not None and caps and want > min(caps):
         door.metrics.errors.labels("malformed").inc()
         return error(400, f"max_tokens {want} is above what model {model!r} allows ({min(caps)})")
+    if want is None and caps:
+        doc["max_tokens"] = want = min(caps)  # an unbounded request gets the model's bound
     stream = bool(doc.get("stream"))
     body = json.dumps(doc).encode()
     start = time.monotonic()
