@@ -239,3 +239,86 @@ def test_a_killed_replica_fails_no_request_and_is_readmitted(
         time.sleep(5)
     else:
         raise AssertionError(f"{victim['id']} was not readmitted within 240 s")
+
+
+def test_under_saturation_high_priority_requests_finish_before_queued_low_ones(door: dict[str, Any]) -> None:
+    """Sixty low-priority requests fill the three replicas' queues (each replica answers one at a time),
+    then three high-priority ones arrive: each goes ahead of every low one still queued on its replica,
+    so many lows finish after the last high (first in, first out would leave none)."""
+    assert call(door, "PUT", "/admin/strategy", "admin", {"strategy": "round_robin"})[0] == 200
+    finished: dict[str, list[float]] = {"low": [], "high": []}
+    c = door_client(door)
+
+    def one(priority: str, tokens: int) -> None:
+        c.completions.create(model=NAME, prompt="Tell a long story:", max_tokens=tokens,
+                             extra_headers={"X-Edgejar-Priority": priority})  # fmt: skip
+        finished[priority].append(time.monotonic())
+
+    def queued() -> int:
+        return sum(b["queued"] for b in call(door, "GET", "/admin/status", "readonly")[1]["backends"])
+
+    with ThreadPoolExecutor(64) as pool:
+        lows = [pool.submit(one, "low", 256) for _ in range(60)]
+        deadline = time.monotonic() + 60
+        while queued() < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queued() >= 20, "the replicas' queues never filled"
+        highs = [pool.submit(one, "high", 8) for _ in range(3)]
+        for f in [*lows, *highs]:
+            f.result(timeout=300)
+    last_high = max(finished["high"])
+    after = sum(t > last_high for t in finished["low"])
+    assert after >= 10, (after, len(finished["low"]))
+
+
+SLOW_QUOTA = "10%"
+
+
+@pytest.fixture(scope="module")
+def slowed(sim: Sim, door: dict[str, Any], served: tuple[Any, dict[str, dict[str, Any]]]) -> Iterator[str]:
+    """chat-2's host slowed with a CPU quota (a host_vars file), the replicas relaunched; undone after."""
+    _, placed = served
+    slow = placed[f"{NAME}-2"]["node"]
+    quota = sim.inventory.parent / "host_vars" / slow / "test-cpu-quota.yml"
+    quota.write_text(f'edgejar_launch_cpu_quota: "{SLOW_QUOTA}"\n')
+    try:
+        up = cli(sim, "up", "-i", str(sim.inventory), "--skip-deploy", str(EXPERIMENT))
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield f"{NAME}-2"
+    finally:
+        quota.unlink(missing_ok=True)
+        again = cli(sim, "up", "-i", str(sim.inventory), "--skip-deploy", str(EXPERIMENT))
+        assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_each_strategy_spreads_as_it_says_and_changes_under_load(door: dict[str, Any], slowed: str) -> None:
+    """With chat-2's host at a 10 % CPU quota: round robin sends each replica the same number; least busy,
+    latency and adaptive send the slow one fewer than each fast one. The strategy changes while requests
+    run, and none of them fails."""
+    c = door_client(door)
+
+    def one(n: int) -> None:
+        c.completions.create(model=NAME, prompt=f"Story {n}:", max_tokens=24)
+
+    def spread(strategy: str, n: int = 18) -> dict[str, int]:
+        assert call(door, "PUT", "/admin/strategy", "admin", {"strategy": strategy})[0] == 200
+        before = served_counts(door)
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(one, range(n)))
+        after = served_counts(door)
+        return {k: after[k] - before[k] for k in after}
+
+    assert spread("round_robin") == {f"{NAME}-0": 6, f"{NAME}-1": 6, f"{NAME}-2": 6}
+    spread("latency", 6)  # every replica measured once more since the relaunch
+    for strategy in ("least_busy", "latency", "adaptive"):
+        took = spread(strategy)
+        fast = [v for k, v in took.items() if k != slowed]
+        assert took[slowed] < min(fast), (strategy, took)
+    # changed under load: every request answered
+    with ThreadPoolExecutor(6) as pool:
+        running = [pool.submit(one, n) for n in range(18)]
+        for strategy in ("adaptive", "least_busy", "round_robin"):
+            time.sleep(0.3)
+            assert call(door, "PUT", "/admin/strategy", "admin", {"strategy": strategy})[0] == 200
+        for f in running:
+            f.result(timeout=300)
