@@ -253,7 +253,7 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         b.served += 1
         if live:
             return StreamingResponse(
-                _relay(door, b, model, upstream, start),
+                await _started(_relay(door, b, model, upstream, start)),
                 status_code=200,
                 media_type=upstream.headers.get("content-type", "text/event-stream"),
             )
@@ -275,6 +275,24 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         return Response(content, upstream.status_code, media_type=upstream.headers.get("content-type"))
     door.metrics.errors.labels("unavailable").inc()
     return error(503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable")
+
+
+async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The relay, already inside its try block: were the client to leave before the response starts,
+    starlette would never iterate it, and an async generator that never started never runs its finally
+    (the replica's slot would stay taken). A started one is closed by asyncio when it is dropped."""
+    try:
+        first = await anext(relay)
+    except StopAsyncIteration:
+        first = b""
+
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for part in relay:
+            yield part
+
+    return body()
 
 
 async def _relay(
