@@ -222,6 +222,7 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             door.metrics.retries.labels(model).inc()
         slots = door.slots[b.id]
         await slots.acquire(priority)
+        served_from = time.monotonic()  # the replica's own time starts here (not the wait in its queue)
         conf = door.confs[b.id]
         live = stream
         content = b""
@@ -253,7 +254,7 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         b.served += 1
         if live:
             return StreamingResponse(
-                await _started(_relay(door, b, model, upstream, start)),
+                await _started(_relay(door, b, model, upstream, start, served_from)),
                 status_code=200,
                 media_type=upstream.headers.get("content-type", "text/event-stream"),
             )
@@ -268,10 +269,9 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             except ValueError:
                 tokens = 0
             door.metrics.tokens.labels(b.id).inc(tokens)
-            # a whole answer: its time counts as decode time (the first token is not seen apart)
-            routing.observe(
-                b, b.ttft_s if b.ttft_s is not None else 0.0, tokens + 1, elapsed, time.monotonic()
-            )
+            # a whole answer: the replica's time for it counts as decode time (no first token seen apart)
+            now = time.monotonic()
+            routing.observe(b, b.ttft_s if b.ttft_s is not None else 0.0, tokens + 1, now - served_from, now)
         return Response(content, upstream.status_code, media_type=upstream.headers.get("content-type"))
     door.metrics.errors.labels("unavailable").inc()
     return error(503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable")
@@ -296,9 +296,11 @@ async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _relay(
-    door: Door, b: routing.Backend, model: str, upstream: httpx.Response, start: float
+    door: Door, b: routing.Backend, model: str, upstream: httpx.Response, start: float, served_from: float
 ) -> AsyncIterator[bytes]:
-    """Pass a streamed answer through, measuring the first token and the chunks (one token each)."""
+    """Pass a streamed answer through, measuring the first token and the chunks (one token each): for the
+    metrics from the request's arrival, for routing from when the replica took it (its queue wait is
+    load, which the strategies count apart)."""
     first: float | None = None
     chunks = 0
     try:
@@ -317,7 +319,7 @@ async def _relay(
             door.metrics.ttft.labels(model).observe(first - start)
             door.metrics.tokens.labels(b.id).inc(chunks)
             routing.recovered(b)
-            routing.observe(b, first - start, chunks, end - first, end)
+            routing.observe(b, first - served_from, chunks, end - first, end)
 
 
 def _status(door: Door) -> dict[str, Any]:
