@@ -219,7 +219,8 @@ def test_a_node_unreachable_at_the_start_is_named_and_the_others_give_up(
     """rpi1's sshd stopped and its sessions ended, then `runner up` of a job over the three PyTorch hosts:
     up exits 1 naming rpi1; the units it did start wait `join_timeout_s` at the rendezvous for the missing
     node (or c10d's read timeout when rpi1 hosts the store), record `gave_up` with the reason and end failed
-    with status 3, which systemd does not restart: the job is reported, not waited on without end."""
+    with status 3, which systemd does not restart (at most one restart before: see below): the job is
+    reported, not waited on without end."""
     down = cli(sim, "down", "-i", str(sim.inventory))
     assert down.returncode == 0, down.stderr[-3000:]
     doc = {
@@ -257,9 +258,13 @@ def test_a_node_unreachable_at_the_start_is_named_and_the_others_give_up(
         shown = wait_for("the units elsewhere to give up", given_up, 60 + JOIN_TIMEOUT_S + 180)
         for node in others:
             props = dict(line.split("=", 1) for line in shown[node].splitlines())
-            assert props == {
-                "ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3", "NRestarts": "0"
-            }, (node, props)  # fmt: skip
+            # A unit may be restarted once first: a peer that gave up closes the rendezvous, and the
+            # store's node, told so, fails without giving up; its next launch waits and gives up itself.
+            assert int(props.pop("NRestarts")) <= 1, (node, shown[node])
+            assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "3"}, (
+                node,
+                props,
+            )
         sql = f"SELECT detail FROM train_events WHERE event = 'gave_up' AND instance_id LIKE '{GONE_JOB}-%'"
         gave_up = query(sim, runner_dir, "gone-events", sql, hosts)
         for node in others:
