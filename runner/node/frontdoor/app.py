@@ -475,6 +475,7 @@ def serve(config_path: Path) -> int:
     import uvicorn
 
     config = load_config(config_path)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
     door = build(config, Path(config["keys_file"]))
     if door.keys.error:
         log.warning("keys: %s", door.keys.error)
