@@ -29,7 +29,6 @@ import json
 import os
 import ssl
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -38,20 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from training import PY, ROOT, sh  # the same runner of commands (benchmarks/training.py)
 
-ROOT = Path(__file__).resolve().parents[1]
-PY = str(ROOT / ".venv" / "bin" / "python")
+from runner.node.frontdoor.routing import STRATEGIES
+
 EXPERIMENT = ROOT / "experiments" / "serving.yml"
-STRATEGIES = ("round_robin", "least_busy", "latency", "capability", "adaptive")
-
-
-def sh(argv: list[str], timeout: float = 1200) -> str:
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=timeout)
-    if proc.returncode != 0:
-        sys.exit(
-            f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout
 
 
 def post(url: str, key: str, body: dict[str, Any], tls: ssl.SSLContext | None) -> float:

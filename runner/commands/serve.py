@@ -21,11 +21,11 @@ from typing import Any
 from runner import inventory
 from runner.commands.common import add_inventory, inventory_path, table
 from runner.errors import EdgejarError, InputError
+from runner.node.frontdoor.routing import STRATEGIES
 from runner.planning.requirements import project_root
 
 KEY_ENV = "EDGEJAR_FRONTDOOR_KEY"
 PORT = 8443
-STRATEGIES = ("round_robin", "least_busy", "latency", "capability", "adaptive")  # runner/node/frontdoor
 
 
 def register(sub: argparse._SubParsersAction) -> None:

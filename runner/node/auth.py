@@ -30,6 +30,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from runner.errors import InputError
 from runner.node import protocol
 
 NONCE_BYTES = 16
@@ -190,3 +191,14 @@ def read_secret(path: str | os.PathLike[str]) -> bytes:
     if len(secret) < 16:
         raise ValueError(f"{path}: the peer secret must be at least 16 bytes, got {len(secret)}")
     return secret
+
+
+def config_secret(path: str | os.PathLike[str], source: object) -> bytes:
+    """The experiment's secret an instance config names (`peer_secret_file`); InputError (exit 2) names
+    the config `source` and the field when it cannot be read or is too short."""
+    try:
+        return read_secret(path)
+    except OSError as exc:
+        raise InputError(f"{source}: peer_secret_file: cannot read {path} ({exc.strerror})") from None
+    except ValueError as exc:
+        raise InputError(f"{source}: peer_secret_file: {exc}") from None

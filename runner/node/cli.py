@@ -181,14 +181,7 @@ def peer_secret(cfg: config_mod.InstanceConfig) -> bytes:
         if cfg.peers:
             raise InputError(f"{cfg.source}: peer_secret_file: needed to talk to peers (launch writes it)")
         return os.urandom(32)
-    try:
-        return auth.read_secret(cfg.peer_secret_file)
-    except OSError as exc:
-        raise InputError(
-            f"{cfg.source}: peer_secret_file: cannot read {cfg.peer_secret_file} ({exc.strerror})"
-        ) from None
-    except ValueError as exc:
-        raise InputError(f"{cfg.source}: peer_secret_file: {exc}") from None
+    return auth.config_secret(cfg.peer_secret_file, cfg.source)
 
 
 def record_exit(path: Path) -> int:

@@ -32,14 +32,7 @@ def backend_key(cfg: InstanceConfig) -> str:
     """The bearer key every request to the replica must carry: the experiment's secret."""
     if cfg.peer_secret_file is None:
         raise InputError(f"{cfg.source}: peer_secret_file: a serving replica needs its experiment's secret")
-    try:
-        return auth.read_secret(cfg.peer_secret_file).decode("utf-8", "replace").strip()
-    except OSError as exc:
-        raise InputError(
-            f"{cfg.source}: peer_secret_file: cannot read {cfg.peer_secret_file} ({exc.strerror})"
-        ) from None
-    except ValueError as exc:
-        raise InputError(f"{cfg.source}: peer_secret_file: {exc}") from None
+    return auth.config_secret(cfg.peer_secret_file, cfg.source).decode("utf-8", "replace").strip()
 
 
 def model_settings(cfg: InstanceConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
 from runner.sim.state import StateDir
 from tests.integration.conftest import ROOT, Sim, ansible_env
@@ -118,6 +119,14 @@ def shell(
         e["event_data"]["host"]: e["event_data"]["res"]["stdout"]
         for e in r.events
         if e["event"] == "runner_on_ok"
+    }
+
+
+def placement(sim: Sim, var: str) -> dict[str, list[dict[str, Any]]]:
+    """node -> the entries of `var` (edgejar_instances, edgejar_training) that place wrote in its host_vars."""
+    return {
+        f.parent.name: yaml.safe_load(f.read_text()).get(var) or []
+        for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml"))
     }
 
 

@@ -40,12 +40,8 @@ SECRET_FILE = ROOT / ".edgejar" / "secrets" / NAME  # made once by launch (edgej
 
 def replicas(sim: Sim) -> dict[str, dict[str, Any]]:
     """replica id -> its placement entry (host_vars written by place)."""
-    out = {}
-    for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml")):
-        for e in yaml.safe_load(f.read_text()).get("edgejar_instances") or []:
-            if e.get("mode") == "serve":
-                out[e["id"]] = e
-    return out
+    entries = runs.placement(sim, "edgejar_instances").values()
+    return {e["id"]: e for node in entries for e in node if e.get("mode") == "serve"}
 
 
 @pytest.fixture(scope="module")

@@ -61,11 +61,7 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
 
 def units(sim: Sim) -> dict[str, dict[str, Any]]:
     """node -> its training unit entry (host_vars written by place)."""
-    out = {}
-    for f in sorted((sim.inventory.parent / "host_vars").glob("*/placement.yml")):
-        for e in yaml.safe_load(f.read_text()).get("edgejar_training") or []:
-            out[f.parent.name] = e
-    return out
+    return {node: e for node, entries in runs.placement(sim, "edgejar_training").items() for e in entries}
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,18 @@ class Door:
     started: float = field(default_factory=time.time)
     poll_s: float = 5.0  # how often each replica's port is tried (0: never)
 
+    def refuse(
+        self,
+        kind: str,
+        status: int,
+        message: str,
+        err_type: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> JSONResponse:
+        """A refused or failed request: counted by kind in the metrics, answered in the OpenAI format."""
+        self.metrics.errors.labels(kind).inc()
+        return error(status, message, err_type, code)
+
     def models(self) -> list[str]:
         return sorted({b.model for b in self.backends.values()})
 
@@ -139,36 +151,33 @@ async def poll(door: Door) -> None:
 def _who(door: Door, request: Request, action: str) -> Identity | JSONResponse:
     who = door.keys.identify(request.headers.get("authorization"))
     if who is None:
-        door.metrics.errors.labels("unauthorized").inc()
-        return error(
+        return door.refuse(
+            "unauthorized",
             401,
             "a valid API key is required (Authorization: Bearer <key>)",
             "invalid_request_error",
             "invalid_api_key",
         )
     if not who.may(action):
-        door.metrics.errors.labels("forbidden").inc()
-        return error(403, f"role {who.role} may not do this ({action})", "permission_error", "forbidden")
+        return door.refuse(
+            "forbidden", 403, f"role {who.role} may not do this ({action})", "permission_error", "forbidden"
+        )
     return who
 
 
 async def _body(door: Door, request: Request) -> dict[str, Any] | JSONResponse:
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_BODY:  # refused before it is read
-        door.metrics.errors.labels("too_large").inc()
-        return error(413, f"the request body is larger than {MAX_BODY} bytes")
+        return door.refuse("too_large", 413, f"the request body is larger than {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        door.metrics.errors.labels("too_large").inc()
-        return error(413, f"the request body is larger than {MAX_BODY} bytes")
+        return door.refuse("too_large", 413, f"the request body is larger than {MAX_BODY} bytes")
     try:
         doc = json.loads(raw)
     except ValueError as exc:
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, f"the request body is not JSON: {exc}")
+        return door.refuse("malformed", 400, f"the request body is not JSON: {exc}")
     if not isinstance(doc, dict):
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, "the request body must be a JSON object")
+        return door.refuse("malformed", 400, "the request body must be a JSON object")
     return doc
 
 
@@ -186,24 +195,29 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         return doc
     model = doc.get("model")
     if not isinstance(model, str) or not model:
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, "`model` is required: one of " + ", ".join(door.models()), code="model_not_found")
+        return door.refuse(
+            "malformed",
+            400,
+            "`model` is required: one of " + ", ".join(door.models()),
+            code="model_not_found",
+        )
     if model not in door.models():
-        door.metrics.errors.labels("unknown_model").inc()
-        return error(404, f"no replica serves model {model!r}; served: {', '.join(door.models()) or 'none'}",
-                     code="model_not_found")  # fmt: skip
+        served = ", ".join(door.models()) or "none"
+        message = f"no replica serves model {model!r}; served: {served}"
+        return door.refuse("unknown_model", 404, message, code="model_not_found")
     priority = request.headers.get(PRIORITY_HEADER, DEFAULT_PRIORITY)
     if priority not in PRIORITIES:
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, f"{PRIORITY_HEADER}: must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        return door.refuse(
+            "malformed", 400, f"{PRIORITY_HEADER}: must be one of {', '.join(PRIORITIES)}, got {priority!r}"
+        )
     want = doc.get("max_tokens")
     if want is not None and (isinstance(want, bool) or not isinstance(want, int) or want < 1):
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, f"max_tokens must be a positive whole number, got {want!r}")
+        return door.refuse("malformed", 400, f"max_tokens must be a positive whole number, got {want!r}")
     caps = [c.max_tokens_cap for c in door.confs.values() if c.model == model and c.max_tokens_cap]
     if want is not None and caps and want > min(caps):
-        door.metrics.errors.labels("malformed").inc()
-        return error(400, f"max_tokens {want} is above what model {model!r} allows ({min(caps)})")
+        return door.refuse(
+            "malformed", 400, f"max_tokens {want} is above what model {model!r} allows ({min(caps)})"
+        )
     if want is None and caps:
         doc["max_tokens"] = want = min(caps)  # an unbounded request gets the model's bound
     stream = bool(doc.get("stream"))
@@ -273,8 +287,9 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             now = time.monotonic()
             routing.observe(b, b.ttft_s if b.ttft_s is not None else 0.0, tokens + 1, now - served_from, now)
         return Response(content, upstream.status_code, media_type=upstream.headers.get("content-type"))
-    door.metrics.errors.labels("unavailable").inc()
-    return error(503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable")
+    return door.refuse(
+        "unavailable", 503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable"
+    )
 
 
 async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -79,11 +79,24 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def predicted_service_s(b: Backend, pool: Sequence[Backend], tokens: int, now: float) -> float:
-    """Time to first token plus `tokens` at the decode rate, from decayed estimates; 0 when unmeasured."""
+def pool_means(pool: Sequence[Backend]) -> tuple[float | None, float | None]:
+    """The pool's mean time to first token and mean decode rate (what unrefreshed estimates drift to)."""
+    return _mean([p.ttft_s for p in pool]), _mean([p.decode_tps for p in pool])
+
+
+def predicted_service_s(
+    b: Backend,
+    pool: Sequence[Backend],
+    tokens: int,
+    now: float,
+    means: tuple[float | None, float | None] | None = None,
+) -> float:
+    """Time to first token plus `tokens` at the decode rate, from decayed estimates; 0 when unmeasured.
+    `means`: pool_means(pool), when the caller already has it."""
+    mean_ttft, mean_rate = means if means is not None else pool_means(pool)
     age = now - b.measured_at
-    ttft = _decayed(b.ttft_s, _mean([p.ttft_s for p in pool]), age)
-    rate = _decayed(b.decode_tps, _mean([p.decode_tps for p in pool]), age)
+    ttft = _decayed(b.ttft_s, mean_ttft, age)
+    rate = _decayed(b.decode_tps, mean_rate, age)
     return (DEFAULT_TTFT_S if ttft is None else ttft) + (tokens / rate if rate else 0.0)
 
 
@@ -102,6 +115,7 @@ class Router:
         if not pool:
             return None
         want = tokens or DEFAULT_TOKENS
+        means = pool_means(pool)
         if self.strategy == "round_robin":
             pick = pool[self.turn % len(pool)]
         elif self.strategy == "least_busy":
@@ -110,7 +124,8 @@ class Router:
             pick = ties[self.turn % len(ties)]
         elif self.strategy == "latency":
             pick = min(
-                pool, key=lambda b: (predicted_service_s(b, pool, want, now), b.in_flight + b.queued, b.id)
+                pool,
+                key=lambda b: (predicted_service_s(b, pool, want, now, means), b.in_flight + b.queued, b.id),
             )
         elif self.strategy == "capability":
             total = sum(b.weight for b in pool)
@@ -121,7 +136,10 @@ class Router:
         elif self.strategy == "adaptive":
             pick = min(
                 pool,
-                key=lambda b: ((b.in_flight + b.queued + 1) * predicted_service_s(b, pool, want, now), b.id),
+                key=lambda b: (
+                    (b.in_flight + b.queued + 1) * predicted_service_s(b, pool, want, now, means),
+                    b.id,
+                ),
             )
         else:
             raise ValueError(f"unknown strategy {self.strategy!r} (one of {', '.join(STRATEGIES)})")
