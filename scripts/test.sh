@@ -34,7 +34,7 @@ run_pytest() {  # run_pytest NAME PYTEST_ARGS...: like run, with pytest's own co
   echo "==> $name [$(date +%T)]: python -m pytest $*"
   local start=$SECONDS log counts rc
   log=$(mktemp)
-  python -m pytest -rs "$@" 2>&1 | tee "$log"
+  python -m pytest -rfEs "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   counts=$(grep -E '^=* ?[0-9]+ (passed|failed|skipped|error|errors|deselected)|^=* ?no tests ran' "$log" \
     | tail -1 | sed -E 's/=+//g; s/ in [0-9.]+s.*//; s/^ +//')
