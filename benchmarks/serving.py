@@ -25,12 +25,15 @@ host shares its CPUs).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import ssl
 import statistics
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,18 +47,41 @@ from runner.node.frontdoor.routing import STRATEGIES
 EXPERIMENT = ROOT / "experiments" / "serving.yml"
 
 
-def post(url: str, key: str, body: dict[str, Any], tls: ssl.SSLContext | None) -> float:
+_conns = threading.local()  # each client thread keeps one connection per target, as an OpenAI client does
+
+
+def connection(url: str, tls: ssl.SSLContext | None, fresh: bool) -> http.client.HTTPConnection:
+    """The thread's kept-alive connection to url (a new one per request with `fresh`: --new-connections)."""
+    pool: dict[str, http.client.HTTPConnection] = _conns.__dict__.setdefault("pool", {})
+    conn = None if fresh else pool.get(url)
+    if conn is None:
+        parts = urllib.parse.urlsplit(url)
+        if tls is None:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300)
+        else:
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=300, context=tls)
+        pool[url] = conn
+    return conn
+
+
+def post(url: str, key: str, tls: ssl.SSLContext | None, body: dict[str, Any], fresh: bool = False) -> float:
     """Seconds for one completion (raises on any failure: a benchmark counts answered requests only)."""
-    req = urllib.request.Request(
-        url + "/v1/completions",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    if fresh:
+        headers["Connection"] = "close"
+    data = json.dumps(body).encode()
     start = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=300, context=tls) as resp:
-        json.loads(resp.read())
-    return time.perf_counter() - start
+    conn = connection(url, tls, fresh)
+    conn.request("POST", "/v1/completions", body=data, headers=headers)
+    resp = conn.getresponse()
+    answer = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"{url}: HTTP {resp.status}: {answer[:300]!r}")
+    json.loads(answer)
+    elapsed = time.perf_counter() - start
+    if fresh:
+        conn.close()
+    return elapsed
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,17 +97,14 @@ def summary(times: list[float], wall: float | None = None) -> dict[str, float]:
 
 
 def load(
-    targets: list[tuple[str, str, ssl.SSLContext | None]], n: int, concurrency: int, tokens: int
+    targets: list[tuple[str, str, ssl.SSLContext | None]], n: int, concurrency: int, tokens: int, fresh: bool
 ) -> tuple[list[float], float]:
     """n completions over the targets in turn, `concurrency` at once: the times and the wall time."""
     body = {"model": "chat", "prompt": "The cluster", "max_tokens": tokens, "temperature": 0}
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        times = list(
-            pool.map(
-                lambda k: post(*targets[k % len(targets)][:2], body, targets[k % len(targets)][2]), range(n)
-            )
-        )
+        pick = [targets[k % len(targets)] for k in range(n)]
+        times = list(pool.map(lambda t: post(t[0], t[1], t[2], body, fresh), pick))
     return times, time.perf_counter() - start
 
 
@@ -104,6 +127,12 @@ def main() -> int:
     p.add_argument("--slow", default="", metavar="NODE", help="give this host's replica --quota of CPU")
     p.add_argument("--quota", default="25%")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--new-connections",
+        action="store_true",
+        help="a new connection (TCP, and TLS to the front door) for every request, instead of one kept alive "
+        "per client thread and target as an OpenAI client keeps them",
+    )
     args = p.parse_args()
     inventory = Path(sh([PY, "-m", "runner", "sim", "inventory"]).strip())
     keys = {"admin": os.urandom(18).hex(), "user": os.urandom(18).hex()}
@@ -112,7 +141,12 @@ def main() -> int:
     extra_file.write_text(json.dumps(extra))
     extra_file.chmod(0o600)
     quota = inventory.parent / "host_vars" / args.slow / "bench-cpu-quota.yml" if args.slow else None
-    out: dict[str, Any] = {"requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens}
+    out: dict[str, Any] = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "tokens": args.tokens,
+        "new_connections": args.new_connections,
+    }
     try:
         sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), str(EXPERIMENT)])
         sh(
@@ -143,12 +177,13 @@ def main() -> int:
         door = f"https://{hv['host']['ansible_host']}:8443"
         direct = [(f"http://{e['address']}:{e['port']}", secret, None) for e in replicas]
         through = [(door, keys["user"], tls)]
-        load(direct, 6, 1, args.tokens)  # warm every replica
-        load(through, 6, 1, args.tokens)
-        seq_direct, _ = load(direct, args.requests, 1, args.tokens)
-        seq_door, _ = load(through, args.requests, 1, args.tokens)
-        par_direct, wall_direct = load(direct, args.requests, args.concurrency, args.tokens)
-        par_door, wall_door = load(through, args.requests, args.concurrency, args.tokens)
+        fresh = args.new_connections
+        load(direct, 6, 1, args.tokens, fresh)  # warm every replica
+        load(through, 6, 1, args.tokens, fresh)
+        seq_direct, _ = load(direct, args.requests, 1, args.tokens, fresh)
+        seq_door, _ = load(through, args.requests, 1, args.tokens, fresh)
+        par_direct, wall_direct = load(direct, args.requests, args.concurrency, args.tokens, fresh)
+        par_door, wall_door = load(through, args.requests, args.concurrency, args.tokens, fresh)
         out["overhead"] = {
             "one_at_a_time": {
                 "direct": summary(seq_direct),
@@ -176,7 +211,7 @@ def main() -> int:
                 b["id"]: b["served"]
                 for b in admin(door, keys["admin"], tls, "GET", "/admin/status")["backends"]
             }
-            times, wall = load(through, args.requests, args.concurrency, args.tokens)
+            times, wall = load(through, args.requests, args.concurrency, args.tokens, fresh)
             after = admin(door, keys["admin"], tls, "GET", "/admin/status")["backends"]
             took = {f"{b['id']}@{b['node']}": b["served"] - before[b["id"]] for b in after}
             out["strategies"][strategy] = {**summary(times, wall), "served": took}

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import ssl
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from runner import inventory
 from runner.commands.common import add_inventory, inventory_path, table
-from runner.errors import EdgejarError, InputError
+from runner.errors import InputError
 from runner.node.frontdoor.routing import STRATEGIES
-from runner.planning.requirements import project_root
-
-KEY_ENV = "EDGEJAR_FRONTDOOR_KEY"
-PORT = 8443
+from runner.serving.door_client import (
+    BACKEND_HEADER,
+    KEY_ENV,
+    PORT,
+    backend_rows,
+    headline,
+    key_from_env,
+    locate,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,77 +50,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _coordinator(args: argparse.Namespace) -> inventory.ClusterNode:
-    cluster = inventory.load(inventory_path(args))
-    return next((cn for cn in cluster.nodes if cn.kind == "x86"), cluster.nodes[0])
-
-
-def _target(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None]:
-    url, cacert = args.url, args.cacert
-    if url is None:
-        node = _coordinator(args)
-        url = f"https://{node.address}:{PORT}"
-        cacert = cacert or project_root() / ".edgejar" / "frontdoor" / f"{node.node.name}.crt"
-    if not url.startswith("https://"):
-        return url.rstrip("/"), None
-    if cacert is not None and not cacert.is_file():
-        raise InputError(f"--cacert {cacert}: no such file (run playbooks/frontdoor.yml, which fetches it)")
-    return url.rstrip("/"), ssl.create_default_context(cafile=str(cacert) if cacert else None)
-
-
-def request(url: str, tls: ssl.SSLContext | None, method: str, path: str, key: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=30, context=tls) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise EdgejarError(f"{url}{path}: HTTP {exc.code}: {message}") from None
-    except OSError as exc:
-        raise EdgejarError(f"{url}: cannot reach the front door ({exc})") from None
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def run(args: argparse.Namespace) -> int:
-    key = os.environ.get(KEY_ENV, "")
+    key = key_from_env()
     if not key:
         raise InputError(
             f"${KEY_ENV} is not set: the front door needs a key (read-only for status, admin else)"
         )
-    url, tls = _target(args)
+    door = locate(inventory_path(args), args.url, args.cacert, key)
     if args.action == "status":
-        doc = request(url, tls, "GET", "/admin/status", key)
+        doc = door.call("GET", "/admin/status")
     elif args.action == "strategy":
-        doc = request(url, tls, "PUT", "/admin/strategy", key, {"strategy": args.name})
+        doc = door.call("PUT", "/admin/strategy", {"strategy": args.name})
     else:
-        doc = request(url, tls, "POST", f"/admin/backends/{args.backend}/{args.action}", key)
+        doc = door.call("POST", f"/admin/backends/{args.backend}/{args.action}")
     if args.json or args.action != "status":
         print(json.dumps(doc, indent=2))
         return 0
-    problem = f"; keys file: {doc['keys_error']}" if doc.get("keys_error") else ""
-    models = ", ".join(doc["models"]) or "-"
-    print(f"front door {url}: strategy {doc['strategy']}; models {models}; {doc['keys']} key(s){problem}")
-
-    def state(b: dict[str, Any]) -> str:
-        if b["drained"]:
-            return "drained"
-        if b.get("unreachable"):
-            return "unreachable"
-        return f"cooling {b['cooldown_s']:g} s" if b["cooldown_s"] else "up"
-
-    rows = [
-        [b["id"], b["model"], b["node"], state(b), str(b["in_flight"]), str(b["queued"]), str(b["served"]),
-         _fmt(b["ttft_s"], 3), _fmt(b["decode_tokens_per_s"], 1)]
-        for b in doc["backends"]
-    ]  # fmt: skip
-    header = ["backend", "model", "node", "state", "in flight", "queued", "served", "ttft s", "tok/s"]
-    print(table(rows, header))
+    print(f"front door {door.url}: {headline(doc)}")
+    print(table(backend_rows(doc), list(BACKEND_HEADER)))
     return 0

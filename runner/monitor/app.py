@@ -1,7 +1,8 @@
-"""MonitorApp: polls the cluster in a background thread worker and shows nodes, instances and the selected
-instance's journal. The UI thread never waits on SSH: polls, actions and the log follower run in workers
-and hand their results back as messages (`ui`), which never block a worker, even when the app has exited
-meanwhile (Textual's call_from_thread would wait for ever for a loop that no longer runs)."""
+"""MonitorApp: polls the cluster in a background thread worker and shows nodes, instances, the serving front
+door's backends (when given its key) and the selected instance's journal. The UI thread never waits on SSH:
+polls, actions and the log follower run in workers and hand their results back as messages (`ui`), which
+never block a worker, even when the app has exited meanwhile (Textual's call_from_thread would wait for
+ever for a loop that no longer runs)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from runner.monitor import actions
 from runner.monitor import format as fmt
 from runner.monitor.widgets import ConfirmScreen, LogPane
 from runner.planning import failover as fo
+from runner.serving import door_client
 
 NODE_COLUMNS = ("node", "host", "status", "memory (vs node_ram_gb)", "gpu", "instances", "seen", "notes")
 INSTANCE_COLUMNS = (
@@ -57,6 +59,7 @@ class MonitorApp(App[None]):
     #poll-status.stale { background: $error 40%; color: $text; }
     #nodes { height: auto; max-height: 40%; }
     #instances { height: auto; max-height: 40%; }
+    #serving { height: auto; max-height: 25%; border-top: solid $primary; }
     #log { height: 1fr; min-height: 5; border-top: solid $primary; }
     """
     BINDINGS = [  # noqa: RUF012 (Textual's own convention)
@@ -78,9 +81,11 @@ class MonitorApp(App[None]):
         follow_logs: bool = True,
         reload_inventory_s: float = 30.0,
         failover: fo.Failover | None = None,
+        frontdoor: door_client.Door | None = None,
     ) -> None:
         super().__init__()
         self.service = service
+        self.frontdoor = frontdoor  # polled with the nodes: its backends, load and strategy
         self.interval_s = interval_s
         self.prom = prom
         self.wall_clock = wall_clock
@@ -106,6 +111,7 @@ class MonitorApp(App[None]):
         self.instances_table: DataTable[object] = DataTable(
             id="instances", cursor_type="row", zebra_stripes=True
         )
+        self.serving_table: DataTable[object] = DataTable(id="serving", cursor_type="row", zebra_stripes=True)
         self.log_pane = LogPane(id="log", max_lines=2000)
         self.status_line = Static("waiting for the first poll ...", id="poll-status")
 
@@ -115,12 +121,17 @@ class MonitorApp(App[None]):
         yield self.status_line
         yield self.nodes_table
         yield self.instances_table
+        if self.frontdoor is not None:
+            yield self.serving_table
         yield self.log_pane
         yield Footer()
 
     def on_mount(self) -> None:
         self.nodes_table.add_columns(*NODE_COLUMNS)
         self.instances_table.add_columns(*INSTANCE_COLUMNS)
+        self.serving_table.add_columns(*door_client.BACKEND_HEADER)
+        if self.frontdoor is not None:
+            self.serving_table.border_title = f"front door {self.frontdoor.url}: not polled yet"
         self.log_pane.write_line("select an instance to follow its journal")
         self.sub_title = str(self.service.cluster.inventory)
         self.trigger_poll()
@@ -161,6 +172,12 @@ class MonitorApp(App[None]):
                     metrics.write(self.prom, text)
                 except (OSError, EdgejarError) as exc:
                     problems.append(f"metrics not written: {exc}")
+            if self.frontdoor is not None:
+                try:
+                    door: dict[str, Any] | str = self.frontdoor.call("GET", "/admin/status", timeout_s=5.0)
+                except EdgejarError as exc:
+                    door = str(exc)
+                self.ui(self.show_serving, door)
         except Exception as exc:  # a poll must never take the UI down
             self.ui(self.notify, f"poll failed: {exc}", severity="error")
             return
@@ -205,6 +222,20 @@ class MonitorApp(App[None]):
         self._fill_nodes(health)
         self._fill_instances(health)
         self.show_staleness()
+
+    def show_serving(self, doc: dict[str, Any] | str) -> None:
+        """The front door's backends, or why they are not shown (the last rows stay, marked old)."""
+        assert self.frontdoor is not None
+        table = self.serving_table
+        if isinstance(doc, str):
+            table.border_title = f"front door: {doc} (rows from the last answer)"
+            return
+        table.border_title = f"front door {self.frontdoor.url}: {door_client.headline(doc)}"
+        selected = self._selected_key(table)
+        table.clear()
+        for row in door_client.backend_rows(doc):
+            table.add_row(*row, key=row[0])
+        self._restore(table, selected)
 
     def _fill_nodes(self, health: ClusterHealth) -> None:
         table = self.nodes_table

@@ -239,3 +239,35 @@ def test_the_door_leaves_out_a_replica_whose_port_stops_answering(tmp_path: Path
             "# HELP edgejar_frontdoor_retries_total", ""
         ).replace("# TYPE edgejar_frontdoor_retries_total", "")  # no retry ever happened
         assert 'edgejar_frontdoor_backend_up{backend="chat-1"} 0.0' in metrics
+
+
+def test_the_monitor_shows_the_doors_backends_and_why_it_cannot(door: dict[str, Any], tmp_path: Path) -> None:
+    """The Textual monitor (headless) with a read-only key polls the real front door beside the nodes: one
+    row per backend with its state, the strategy in the table's title; a drain shows at the next poll; a
+    wrong key is shown as the door's refusal, never a crash. The nodes come from the unit tests' scripted
+    poller (no SSH here; the real poll is tests/integration/test_health.py)."""
+    import asyncio
+
+    from runner.serving.door_client import Door
+    from tests.unit.test_monitor_app import cells, make_app, poll, wait_polls
+
+    async def drive(key: str) -> tuple[dict[str, list[str]], str, dict[str, list[str]], str]:
+        app, _, _ = make_app(tmp_path / key[:3])
+        app.frontdoor = Door(door["url"], None, key)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await wait_polls(app, pilot, 1)
+            await pilot.pause(0.2)
+            first, title = cells(app, "#serving"), str(app.serving_table.border_title)
+            call(door["url"], "POST", "/admin/backends/chat-1/drain", KEYS["admin"])
+            await poll(app, pilot)
+            await pilot.pause(0.2)
+            return first, title, cells(app, "#serving"), str(app.serving_table.border_title)
+
+    (tmp_path / "ro-").mkdir()
+    (tmp_path / "wro").mkdir()
+    first, title, after, _ = asyncio.run(drive(KEYS["readonly"]))
+    assert list(first) == ["chat-0", "chat-1"] and first["chat-0"][1:4] == ["chat", "node0", "up"], first
+    assert "strategy round_robin; models chat; 3 key(s)" in title, title
+    assert after["chat-1"][3] == "drained", after
+    rows, title, _, _ = asyncio.run(drive("wrong-key-" + "w" * 30))
+    assert rows == {} and "HTTP 401" in title, title
