@@ -143,5 +143,12 @@ def run(args: argparse.Namespace) -> int:
         len(outcome.written),
         ", ".join(the_plan.dead),
     )
+    if the_plan.replicas:
+        log.warning(
+            "failover: serving replica(s) %s moved: run playbooks/frontdoor.yml (with the vault's keys) so "
+            "that the front door routes to their new addresses; until then it serves from the other replicas "
+            "(its poll shows the moved ones unreachable)",
+            ", ".join(the_plan.replicas),
+        )
     failover.raise_for(outcome)
     return EXIT_OK

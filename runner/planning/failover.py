@@ -24,6 +24,7 @@ from runner.files import atomic
 from runner.placement import Placement, Problem, place
 from runner.placement.model import Move
 from runner.planning import hostvars, requirements
+from runner.serving.spec import MODE as SERVE_MODE
 from runner.training import plan as training_plan
 
 PLAYBOOKS = ("deploy.yml", "launch.yml")
@@ -48,6 +49,7 @@ class Plan:
     placement: Placement | None  # None when nothing was on the dead nodes
     ports: Mapping[str, int] = field(default_factory=dict)
     files: Mapping[Path, str] = field(default_factory=dict)  # the placement files to write
+    replicas: tuple[str, ...] = ()  # serving replicas among the moved: the front door's list must follow
 
     @property
     def moves(self) -> tuple[Move, ...]:
@@ -75,6 +77,7 @@ class Plan:
             "affected": list(self.affected),
             "experiment_files": list(self.experiment_files),
             "moves": [dataclasses.asdict(m) for m in self.moves],
+            "serving_replicas_moved": list(self.replicas),
             "placements": dict(self.placement.assignment) if self.placement else {},
             "ports": dict(self.ports),
             "method": self.placement.method if self.placement else None,
@@ -173,6 +176,7 @@ def plan(
             affected,
         ) from None
     assignment = {s.id: result.assignment[s.id] for s in specs}
+    modes = {s.id: s.mode for s in specs}
     result = dataclasses.replace(result, assignment=assignment)  # the instances; the units stayed put
     ports = hostvars.assign_ports(assignment, cluster.peer_ports, cluster.current_ports(), current)
     per_node = hostvars.entries(cluster, experiments, instances, assignment, ports, root)
@@ -185,6 +189,7 @@ def plan(
         ports,
         # Training units stay as placed (moving them is a training job's own restart, not an instance move).
         hostvars.files(cluster, per_node, {cn.node.name: list(cn.training) for cn in cluster.nodes}),
+        tuple(sorted(m.instance for m in result.moves if modes[m.instance] == SERVE_MODE)),
     )
 
 

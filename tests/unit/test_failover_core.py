@@ -74,6 +74,7 @@ def test_only_the_dead_nodes_instances_move(project: Path) -> None:
     plan = failover.plan(cluster, ["rpi2"], project)
     assert plan.affected == ("split_brain_B",)
     assert [(m.instance, m.source) for m in plan.moves] == [("split_brain_B", "rpi2")]
+    assert plan.replicas == ()  # no serving replica moved: the front door has nothing to follow
     new = plan.placement.assignment if plan.placement else {}
     assert new["split_brain_B"] not in ("rpi2", "jetson")  # anti-affinity with A keeps it off the Jetson
     assert {i: n for i, n in new.items() if i != "split_brain_B"} == {
@@ -90,6 +91,21 @@ def test_only_the_dead_nodes_instances_move(project: Path) -> None:
     assert a["peers"] == [
         {"id": "split_brain_B", "node": new["split_brain_B"], "address": "192.168.1.10", "port": 9000}
     ]
+
+
+def test_moved_serving_replicas_are_named_for_the_front_door(project: Path) -> None:
+    """A serving replica re-placed by fail over keeps its hard anti-affinity (never beside another replica)
+    and is named in the plan, so that the command can say the front door's list must follow."""
+    place(project, "experiments/serving.yml", "experiments/split_brain.yml")
+    before = placement(project)
+    dead = before["chat-1"]
+    plan = failover.plan(inventory.load(project / "inventory"), [dead], project)
+    moved = {m.instance for m in plan.moves}
+    assert "chat-1" in moved and plan.replicas == tuple(sorted(i for i in moved if i.startswith("chat-")))
+    new = plan.placement.assignment if plan.placement else {}
+    replicas = [new[f"chat-{k}"] for k in range(3)]
+    assert dead not in replicas and len(set(replicas)) == 3, new
+    assert plan.to_json()["serving_replicas_moved"] == list(plan.replicas)
 
 
 def test_what_the_planner_displaces_is_reported_as_such(project: Path) -> None:
