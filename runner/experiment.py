@@ -336,7 +336,7 @@ def _serving(path: Path, data: Mapping[str, Any], name: str) -> Experiment:
     runtime = _runtime(where, {k: data[k] for k in serving_spec.RUNTIME_KEYS if k in data}, RUNTIME_DEFAULTS)
     if spec.gpu and "n_gpu_layers" not in data:
         runtime["n_gpu_layers"] = -1  # every layer on the GPU unless told otherwise (as instances)
-    ids = [serving_spec.replica_id(name, k) for k in range(spec.replicas)]
+    ids = [serving_spec.replica_id(name, k) for k in range(spec.max_replicas)]
     settings: dict[str, Any] = {
         "served_name": spec.served_name,
         "embeddings": spec.embeddings,

@@ -13,12 +13,13 @@ from typing import Any
 from runner import inventory
 from runner.commands.common import add_inventory, inventory_path, table
 from runner.errors import EdgejarError, InputError
-from runner.experiment import load_files
+from runner.experiment import Experiment, load_files
 from runner.files import atomic
 from runner.placement import Placement, Problem, Verdict, place
 from runner.placement.model import fmt_gb
 from runner.placement.policies import POLICIES
-from runner.planning import hostvars, requirements
+from runner.planning import elastic, hostvars, requirements
+from runner.serving.spec import replica_id
 from runner.training import plan as training_plan
 
 MIN_TIMEOUT_S = 0.1
@@ -115,6 +116,22 @@ def _jobs_json(
     return out
 
 
+def _serving_json(experiments: list[Experiment], left_out: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each serving experiment's placed replicas, its MIN:MAX and the replicas left out for want of room."""
+    return {
+        e.name: {
+            "replicas": [s.id for s in e.instances],
+            "min": e.serving.min_replicas,
+            "max": e.serving.max_replicas,
+            "left_out": [
+                i for i in left_out if i in {replica_id(e.name, k) for k in range(e.serving.max_replicas)}
+            ],
+        }
+        for e in experiments
+        if e.serving is not None and e.instances
+    }
+
+
 def check_timeout(value: float) -> float:
     """--timeout bounds the exact search: a finite number of seconds from 0.1 to a day."""
     if not (math.isfinite(value) and MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S):
@@ -166,12 +183,23 @@ def _run(args: argparse.Namespace, path: Path) -> int:
         explain=args.explain,
         exact_timeout_s=args.timeout,
     )
-    result, unit_counts = training_plan.place_all(
-        jobs,
+    (result, unit_counts), left_out = elastic.place_replicas(
+        experiments,
         problem.instances,
-        sorted(node_names),
-        lambda chosen: place(dataclasses.replace(problem, instances=tuple(chosen))),
+        len(node_names - set(args.exclude)),
+        lambda llm: training_plan.place_all(
+            jobs,
+            llm,
+            sorted(node_names),
+            lambda chosen: place(dataclasses.replace(problem, instances=tuple(chosen))),
+        ),
     )
+    if left_out:  # serving replicas beyond their MIN that did not fit
+        specs = [s for s in specs if s.id not in left_out]
+        experiments = [
+            dataclasses.replace(e, instances=tuple(s for s in e.instances if s.id not in left_out))
+            for e in experiments
+        ]
     llm_assignment = {s.id: result.assignment[s.id] for s in specs}
     ports = hostvars.assign_ports(llm_assignment, cluster.peer_ports, cluster.current_ports(), current)
     per_node = hostvars.entries(cluster, experiments, instances, llm_assignment, ports, root)
@@ -203,6 +231,9 @@ def _run(args: argparse.Namespace, path: Path) -> int:
         }
         if jobs:
             doc["training"] = _jobs_json(jobs, unit_counts, per_node_training)
+        serving = _serving_json(experiments, left_out)
+        if serving:
+            doc["serving"] = serving
         if args.explain:
             doc["explain"] = {iid: _verdicts_json(v) for iid, v in result.explanations.items()}
         json.dump(doc, sys.stdout, indent=2)
@@ -230,6 +261,10 @@ def _run(args: argparse.Namespace, path: Path) -> int:
             f"= world size {first['world_size']} (ranks {job.min_ranks}:{job.max_ranks}); backend "
             f"{first['backend']} ({first['backend_reason']}); rendezvous {first['rdzv_endpoint']}"
         )
+    for name, info in _serving_json(experiments, left_out).items():
+        if info["min"] < info["max"]:
+            out = f"; left out {', '.join(info['left_out'])} (no room)" if info["left_out"] else ""
+            print(f"serving {name}: {len(info['replicas'])} replica(s) of {info['min']}:{info['max']}{out}")
     for m in result.moves:
         print(f"moves: {m.instance}: {m.source} -> {m.target}")
     for iid in removed:

@@ -23,7 +23,7 @@ from runner.experiment import load_files
 from runner.files import atomic
 from runner.placement import Placement, Problem, place
 from runner.placement.model import Move
-from runner.planning import hostvars, requirements
+from runner.planning import elastic, hostvars, requirements
 from runner.serving.spec import MODE as SERVE_MODE
 from runner.training import plan as training_plan
 
@@ -50,6 +50,7 @@ class Plan:
     ports: Mapping[str, int] = field(default_factory=dict)
     files: Mapping[Path, str] = field(default_factory=dict)  # the placement files to write
     replicas: tuple[str, ...] = ()  # serving replicas among the moved: the front door's list must follow
+    left_out: tuple[str, ...] = ()  # serving replicas beyond their MIN that fit nowhere else: removed
 
     @property
     def moves(self) -> tuple[Move, ...]:
@@ -68,6 +69,8 @@ class Plan:
         for m in self.moves:
             why = "" if m.source in self.dead else " (displaced to make room)"
             out.append(f"move {m.instance}: {m.source} -> {m.target} port {self.ports[m.instance]}{why}")
+        for iid in self.left_out:
+            out.append(f"remove {iid}: no room elsewhere (a serving replica beyond its experiment's MIN)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +81,7 @@ class Plan:
             "experiment_files": list(self.experiment_files),
             "moves": [dataclasses.asdict(m) for m in self.moves],
             "serving_replicas_moved": list(self.replicas),
+            "serving_replicas_removed": list(self.left_out),
             "placements": dict(self.placement.assignment) if self.placement else {},
             "ports": dict(self.ports),
             "method": self.placement.method if self.placement else None,
@@ -141,7 +145,13 @@ def plan(
     specs = [s for e in experiments for s in e.instances]
     defined = {s.id for s in specs}
     gone = sorted(set(current) - defined)
-    added = sorted(defined - set(current))
+    spare = elastic.unplaced_allowed(experiments, current)
+    added = sorted(defined - set(current) - spare)  # MIN:MAX replicas that had no room stay out
+    experiments = [
+        dataclasses.replace(e, instances=tuple(s for s in e.instances if s.id in current))
+        for e in experiments
+    ]
+    specs = [s for e in experiments for s in e.instances]
     if gone or added:
         what = []
         if gone:
@@ -167,14 +177,26 @@ def plan(
         excluded=frozenset(dead),
         exact_timeout_s=timeout_s,
     )
-    try:
-        result = place(problem)
+    try:  # serving replicas beyond their MIN that no longer fit are left out (the others move)
+        result, left_out = elastic.place_replicas(
+            experiments,
+            problem.instances,
+            len(live),
+            lambda chosen: place(dataclasses.replace(problem, instances=tuple(chosen))),
+            first=affected,  # leave out the dead nodes' replicas rather than move them and drop others
+        )
     except NoPlacementError as exc:
         raise FailoverInfeasible(
             f"failover of {', '.join(dead)}: {', '.join(affected)} cannot be placed on the remaining nodes "
             f"({', '.join(live) or 'none'}); nothing written. The planner's verdict: {exc}",
             affected,
         ) from None
+    if left_out:
+        experiments = [
+            dataclasses.replace(e, instances=tuple(s for s in e.instances if s.id not in left_out))
+            for e in experiments
+        ]
+        specs = [s for s in specs if s.id not in left_out]
     assignment = {s.id: result.assignment[s.id] for s in specs}
     modes = {s.id: s.mode for s in specs}
     result = dataclasses.replace(result, assignment=assignment)  # the instances; the units stayed put
@@ -190,6 +212,7 @@ def plan(
         # Training units stay as placed (moving them is a training job's own restart, not an instance move).
         hostvars.files(cluster, per_node, {cn.node.name: list(cn.training) for cn in cluster.nodes}),
         tuple(sorted(m.instance for m in result.moves if modes[m.instance] == SERVE_MODE)),
+        tuple(left_out),
     )
 
 

@@ -1,5 +1,5 @@
-"""A `kind: serving` experiment file: a model served by N replicas, each an OpenAI-compatible server
-(llama-cpp-python's own, `llama_cpp.server`) in its own hardened unit (docs/serving.md).
+"""A `kind: serving` experiment file: a model served by N (or MIN:MAX) replicas, each an OpenAI-compatible
+server (llama-cpp-python's own, `llama_cpp.server`) in its own hardened unit (docs/serving.md).
 
 The replicas are ordinary instances of mode `serve` (`<name>-0`, `<name>-1`, ...): the placement engine,
 host_vars, deploy (the model), launch, the firewall, health and collect treat them as they treat any
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import names
+from runner.counts import count_or_range
 from runner.errors import InputError
 
 KIND = "serving"
@@ -33,7 +34,8 @@ class ServingSpec:
     name: str
     source: Path
     model: str
-    replicas: int
+    min_replicas: int  # `replicas: MIN:MAX`: as many as fit, at least MIN (N gives N:N)
+    max_replicas: int
     served_name: str  # the model name clients ask for (`model` in the OpenAI request)
     embeddings: bool
     chat_format: str | None  # None: the chat template the GGUF file carries
@@ -64,9 +66,10 @@ def parse(path: Path, data: Mapping[str, Any], gb: Any) -> ServingSpec:
             "model",
             f"missing: the model the replicas serve (a catalog name or a .gguf path), got {model!r}",
         )
-    replicas = data.get("replicas")
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
-        raise _err(path, "replicas", f"must be a whole number from 1 to {MAX_REPLICAS}, got {replicas!r}")
+    try:
+        low, high = count_or_range(data.get("replicas"), MAX_REPLICAS)
+    except ValueError as exc:
+        raise _err(path, "replicas", str(exc)) from None
     served = data.get("served_name", name)
     bad = names.problem(served)
     if bad:
@@ -93,7 +96,8 @@ def parse(path: Path, data: Mapping[str, Any], gb: Any) -> ServingSpec:
         name=name,
         source=path,
         model=model,
-        replicas=replicas,
+        min_replicas=low,
+        max_replicas=high,
         served_name=str(served),
         embeddings=embeddings,
         chat_format=chat_format,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.counts import count_or_range
 from runner.errors import InputError
 
 KIND = "torch_distributed"
@@ -22,7 +23,6 @@ MAX_RESTARTS = 100
 TIMEOUT_S = (10, 86400)  # bounds of join_timeout_s and collective_timeout_s
 DEFAULT_TIMEOUT_S = 300
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_RANKS = re.compile(r"(\d+):(\d+)")
 
 
 @dataclass(frozen=True)
@@ -73,16 +73,10 @@ def _names(path: Path, field: str, value: Any) -> tuple[str, ...]:
 
 
 def _ranks(path: Path, value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        _int(path, "ranks", value, 1, MAX_RANKS)
-        return value, value
-    m = _RANKS.fullmatch(value) if isinstance(value, str) else None
-    if m is None:
-        raise _err(path, "ranks", f"must be a whole number or MIN:MAX (e.g. 2:4), got {value!r}")
-    low, high = int(m.group(1)), int(m.group(2))
-    if not 1 <= low <= high <= MAX_RANKS:
-        raise _err(path, "ranks", f"{value!r}: needs 1 <= MIN <= MAX <= {MAX_RANKS}")
-    return low, high
+    try:
+        return count_or_range(value, MAX_RANKS)
+    except ValueError as exc:
+        raise _err(path, "ranks", str(exc)) from None
 
 
 def _entry(path: Path, root: Path, value: Any) -> str:

@@ -108,6 +108,34 @@ def test_moved_serving_replicas_are_named_for_the_front_door(project: Path) -> N
     assert plan.to_json()["serving_replicas_moved"] == list(plan.replicas)
 
 
+def test_a_min_max_replica_with_no_room_left_is_removed_not_a_failed_failover(project: Path) -> None:
+    """`replicas: 2:4` on four nodes: when one dies, its replica fits nowhere (one per node), so it is the one
+    removed (the others stay where they are); a fixed count cannot fail over there at all."""
+    doc = {"name": "chat", "kind": "serving", "model": "tiny", "replicas": "2:4", "memory_gb": 0.5}
+    (project / "experiments" / "chat.yml").write_text(yaml.safe_dump(doc))
+    place(project, "experiments/chat.yml")
+    before = placement(project)
+    assert sorted(before.values()) == sorted(NODES)
+    dead = before["chat-1"]
+    plan = failover.plan(inventory.load(project / "inventory"), [dead], project)
+    assert plan.left_out == ("chat-1",) and plan.moves == () and plan.replicas == ()
+    assert "remove chat-1: no room elsewhere" in "\n".join(plan.describe())
+    docs = {p.parent.name: yaml.safe_load(t)["edgejar_instances"] for p, t in plan.files.items()}
+    assert docs[dead] == []
+    assert {e["id"] for items in docs.values() for e in items} == {"chat-0", "chat-2", "chat-3"}
+    # after it, with a second node dead too: MIN (2) stay; with a third, there is no room for MIN
+    failover.apply(plan, project / "inventory", run_playbook=Playbooks())
+    two = [dead, before["chat-2"]]
+    assert failover.plan(inventory.load(project / "inventory"), two, project).left_out == ("chat-2",)
+    with pytest.raises(failover.FailoverInfeasible):
+        failover.plan(inventory.load(project / "inventory"), [*two, before["chat-3"]], project)
+    doc["replicas"] = 4
+    (project / "experiments" / "chat.yml").write_text(yaml.safe_dump(doc))
+    place(project, "experiments/chat.yml")
+    with pytest.raises(failover.FailoverInfeasible):
+        failover.plan(inventory.load(project / "inventory"), [dead], project)
+
+
 def test_what_the_planner_displaces_is_reported_as_such(project: Path) -> None:
     """rpi1 dies: the panopticon subject needs an rpi5, and rpi2's one slot is B's; stable mode moves B to
     make room (the minimum), and the plan says so."""

@@ -4,6 +4,7 @@ serve."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,10 @@ def test_place_puts_each_replica_on_its_own_node_with_a_port(
     ("fields", "needle"),
     [
         ({"replicas": 0}, "replicas: must be a whole number from 1 to 256, got 0"),
-        ({"replicas": None}, "replicas: must be a whole number from 1 to 256, got None"),
+        ({"replicas": None}, "replicas: must be a whole number or MIN:MAX (e.g. 2:4), got None"),
+        ({"replicas": "3:2"}, "replicas: '3:2': needs 1 <= MIN <= MAX <= 256"),
+        ({"replicas": "0:2"}, "replicas: '0:2': needs 1 <= MIN <= MAX <= 256"),
+        ({"replicas": "2-4"}, "replicas: must be a whole number or MIN:MAX"),
         ({"model": None}, "model: missing"),
         ({"served_name": "a b"}, "served_name: must be a name"),
         ({"embeddings": "yes"}, "embeddings: must be true or false"),
@@ -100,6 +104,33 @@ def test_an_llm_file_cannot_declare_serve_replicas(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="mode: 'serve' replicas are declared with kind: serving"):
         load_file(path)
+
+
+def test_min_max_replicas_take_as_many_nodes_as_have_room(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`replicas: 2:6` on the example's four nodes beside split brain (whose B fills rpi1): three replicas,
+    the others left out and named; with two nodes excluded, the two it needs at least; below that, exit 2
+    with nothing written."""
+    exp = load_file(write(project, replicas="2:6"))
+    assert [s.id for s in exp.instances] == [f"chat-{k}" for k in range(6)]
+    assert exp.serving is not None and (exp.serving.min_replicas, exp.serving.max_replicas) == (2, 6)
+    chat = str(write(project, replicas="2:6"))
+    assert main(["place", "experiments/split_brain.yml", chat, "--pin", "split_brain_B=rpi1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["serving"]["chat"] == {
+        "replicas": ["chat-0", "chat-1", "chat-2"], "min": 2, "max": 6,
+        "left_out": ["chat-5", "chat-4", "chat-3"],
+    }  # fmt: skip
+    placed = {e["id"]: node for node, items in placements(project).items() for e in items}
+    assert {placed[f"chat-{k}"] for k in range(3)} == {"jetson", "rpi2", "host"}
+    assert main(["place", chat, "--exclude", "jetson", "--exclude", "host"]) == 0
+    out = capsys.readouterr().out
+    assert "serving chat: 2 replica(s) of 2:6; left out chat-5, chat-4, chat-3, chat-2 (no room)" in out
+    before = {p: p.read_text() for p in (project / "host_vars").glob("*/placement.yml")}
+    assert main(["place", chat, "--exclude", "jetson", "--exclude", "host", "--exclude", "rpi1"]) == 2
+    assert "no feasible placement" in capsys.readouterr().err
+    assert {p: p.read_text() for p in (project / "host_vars").glob("*/placement.yml")} == before
 
 
 def test_more_replicas_than_nodes_exits_2_and_writes_nothing(
