@@ -143,12 +143,11 @@ def run(args: argparse.Namespace) -> int:
         len(outcome.written),
         ", ".join(the_plan.dead),
     )
-    if the_plan.replicas:
-        log.warning(
-            "failover: serving replica(s) %s moved: run playbooks/frontdoor.yml (with the vault's keys) so "
-            "that the front door routes to their new addresses; until then it serves from the other replicas "
-            "(its poll shows the moved ones unreachable)",
-            ", ".join(the_plan.replicas),
+    if the_plan.replicas or the_plan.left_out:
+        log.info(
+            "failover: serving replica(s) moved or removed (%s): the front door's replicas file was "
+            "rewritten (frontdoor.yml, state replicas; the front door re-reads it, no restart)",
+            ", ".join([*the_plan.replicas, *the_plan.left_out]),
         )
     failover.raise_for(outcome)
     return EXIT_OK

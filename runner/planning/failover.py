@@ -28,6 +28,7 @@ from runner.serving.spec import MODE as SERVE_MODE
 from runner.training import plan as training_plan
 
 PLAYBOOKS = ("deploy.yml", "launch.yml")
+FRONTDOOR_PLAYBOOK = "frontdoor.yml"  # state replicas, when serving replicas moved
 
 RunPlaybook = Callable[..., ansible_bridge.PlaybookResult]
 
@@ -246,10 +247,12 @@ def apply(
 ) -> Outcome:
     """Write the placement files, then deploy.yml and launch.yml on the live nodes, with per-host progress
     on `out`. A host that fails deploy is left out of launch; every failed host is in the outcome.
+    When serving replicas moved or were removed, frontdoor.yml then rewrites the front door's replicas'
+    file (state replicas: where a front door is in place; it re-reads the file, no restart).
     Raises EdgejarError when a playbook could not run at all."""
     if not the_plan.needed:
         return Outcome((), (), {})
-    for name in PLAYBOOKS:
+    for name in (*PLAYBOOKS, FRONTDOOR_PLAYBOOK):
         ansible_bridge.playbook_path(name)  # before anything is written
     run_playbook = run_playbook or ansible_bridge.run_playbook
     written = tuple(atomic.write_all(the_plan.files))
@@ -272,6 +275,17 @@ def apply(
             result.raise_for_failures()  # the playbook did not run (syntax, inventory): no host to name
         for host, reason in result.failed_hosts.items():
             failed.setdefault(host, f"{name}: {reason}")
+    if the_plan.replicas or the_plan.left_out:  # the front door (where there is one) follows the replicas
+        result = run_playbook(
+            FRONTDOOR_PLAYBOOK,
+            inventory_path,
+            extravars={**(extravars or {}), "edgejar_frontdoor_state": "replicas"},
+            limit=limit_excluding(list(the_plan.dead)),
+            progress=ansible_bridge.Progress(out=out or sys.stderr, tty=False if out is not None else None),
+        )
+        results.append(result)
+        for host, reason in result.failed_hosts.items():
+            failed.setdefault(host, f"{FRONTDOOR_PLAYBOOK}: {reason}")
     return Outcome(written, tuple(results), failed)
 
 

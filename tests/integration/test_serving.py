@@ -336,3 +336,50 @@ def test_each_strategy_spreads_as_it_says_and_changes_under_load(door: dict[str,
             assert call(door, "PUT", "/admin/strategy", "admin", {"strategy": strategy})[0] == 200
         for f in running:
             f.result(timeout=300)
+
+
+def test_a_failover_moves_a_replica_and_the_door_follows_without_a_restart(
+    sim: Sim, runner_dir: Path, door: dict[str, Any], served: tuple[Any, dict[str, dict[str, Any]]]
+) -> None:
+    """`runner failover NODE --force` of a replica's host (not the coordinator): the replica is placed on
+    the host that had none, deployed and launched there, and frontdoor.yml (state replicas) rewrites the
+    front door's replicas file: the same front door process routes to the new address, no request fails.
+    A last `runner up --skip-deploy` puts the placement back in step (launch prunes the old node's unit)."""
+    _, placed = served
+    victim = next(e for e in placed.values() if e["node"] != DOOR_HOST)
+    old, others = victim["node"], {e["node"] for e in placed.values() if e["id"] != victim["id"]}
+
+    def door_pid() -> str:
+        shown = runs.shell(sim, runner_dir, "door-pid", "systemctl show -p MainPID --value edgejar-frontdoor",
+                           DOOR_HOST)  # fmt: skip
+        return shown[DOOR_HOST].strip()
+
+    pid = door_pid()
+    try:
+        moved = cli(sim, "failover", "-i", str(sim.inventory), old, "--force", "--yes", "--json")
+        assert moved.returncode == 0, moved.stderr[-3000:]
+        doc = json.loads(moved.stdout)
+        assert doc["serving_replicas_moved"] == [victim["id"]], doc
+        new = doc["placements"][victim["id"]]
+        assert new != old and new not in others, doc
+        assert doc["playbooks"]["frontdoor.yml"]["status"] == "successful", doc["playbooks"]
+        deadline = time.monotonic() + 30
+        while True:
+            _, shown = call(door, "GET", "/admin/status", "readonly")
+            node = next(b["node"] for b in shown["backends"] if b["id"] == victim["id"])
+            if node == new:
+                break
+            assert time.monotonic() < deadline, f"the front door still routes {victim['id']} to {node}"
+            time.sleep(0.5)
+        before = served_counts(door)[victim["id"]]
+        assert call(door, "PUT", "/admin/strategy", "admin", {"strategy": "round_robin"})[0] == 200
+        c = door_client(door)
+        for n in range(6):
+            assert c.completions.create(
+                model=NAME, prompt=f"Story {n}:", max_tokens=4
+            ).usage.completion_tokens
+        assert served_counts(door)[victim["id"]] >= before + 2  # its share, at its new address
+        assert door_pid() == pid  # followed without a restart
+    finally:
+        again = cli(sim, "up", "-i", str(sim.inventory), "--skip-deploy", str(EXPERIMENT))
+        assert again.returncode == 0, again.stderr[-3000:]

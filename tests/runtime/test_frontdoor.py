@@ -71,13 +71,15 @@ def running(tmp_path: Path, tiny_model: Path, poll_s: float) -> Iterator[dict[st
             json.dumps({"keys": [{"name": r, "sha256": digest(k), "role": r} for r, k in KEYS.items()]})
         )
         port = free_port(DOOR)
+        (tmp_path / "backends.json").write_text(json.dumps({"backends": backends}))
         cfg = {"listen": {"address": DOOR, "port": port}, "keys_file": str(keys), "strategy": "round_robin",
-               "retries": 2, "cooldown_base_s": 30, "poll_s": poll_s, "backends": backends}  # fmt: skip
+               "retries": 2, "cooldown_base_s": 30, "poll_s": poll_s,
+               "backends_file": str(tmp_path / "backends.json")}  # fmt: skip
         (tmp_path / "door.json").write_text(json.dumps(cfg))
         procs["door"] = start(["frontdoor", "--config", str(tmp_path / "door.json")], tmp_path / "door.log")
         url = f"http://{DOOR}:{port}"
         wait_until("the front door to listen", lambda: call(url, "GET", "/v1/models", KEYS["user"])[0] == 200)
-        yield {"url": url, "procs": procs, "tmp": tmp_path}
+        yield {"url": url, "procs": procs, "tmp": tmp_path, "backends": backends}
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -271,3 +273,36 @@ def test_the_monitor_shows_the_doors_backends_and_why_it_cannot(door: dict[str, 
     assert after["chat-1"][3] == "drained", after
     rows, title, _, _ = asyncio.run(drive("wrong-key-" + "w" * 30))
     assert rows == {} and "HTTP 401" in title, title
+
+
+def test_the_door_follows_its_replicas_file_without_a_restart(door: dict[str, Any]) -> None:
+    """The role rewrites backends.json when the placement changes (a failover, a new `place`): the door
+    routes to the new list within about a second, the same process, no request failing; a malformed file
+    is reported in the status and the replicas in force are kept."""
+    url, c, path = door["url"], client(door["url"]), door["tmp"] / "backends.json"
+    pid = door["procs"]["door"].pid
+    first, second = door["backends"]
+
+    def rewrite(doc: Any) -> None:
+        tmp = path.with_suffix(".new")
+        tmp.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        tmp.replace(path)  # as the template module writes: a new file renamed over the old one
+
+    rewrite({"backends": [second]})
+    wait_until("chat-0 gone from the door", lambda: set(status(url)) == {"chat-1", "strategy"})
+    for _ in range(3):
+        assert c.completions.create(model="chat", prompt="Once", max_tokens=3).usage.completion_tokens >= 1
+    assert status(url)["chat-1"]["served"] == 3
+    rewrite("{not json")
+    wait_until("the bad file reported", lambda: call(url, "GET", "/admin/status", KEYS["readonly"])[1][
+        "backends_error"] is not None)  # fmt: skip
+    assert set(status(url)) == {"chat-1", "strategy"}  # kept
+    rewrite({"backends": [second, {**first, "id": "chat-9"}]})
+    wait_until("chat-9 added", lambda: "chat-9" in status(url))
+    for _ in range(4):
+        c.completions.create(model="chat", prompt="Once", max_tokens=3)
+    shown = status(url)
+    assert shown["chat-9"]["served"] == 2 and shown["chat-1"]["served"] == 5, shown
+    assert door["procs"]["door"].pid == pid and door["procs"]["door"].poll() is None
+    metrics = call(url, "GET", "/metrics", KEYS["readonly"])[1].decode()
+    assert "edgejar_frontdoor_errors_total{" not in metrics, metrics  # no request refused or failed

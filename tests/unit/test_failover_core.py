@@ -123,8 +123,14 @@ def test_a_min_max_replica_with_no_room_left_is_removed_not_a_failed_failover(pr
     docs = {p.parent.name: yaml.safe_load(t)["edgejar_instances"] for p, t in plan.files.items()}
     assert docs[dead] == []
     assert {e["id"] for items in docs.values() for e in items} == {"chat-0", "chat-2", "chat-3"}
+    runner = Playbooks()
+    failover.apply(plan, project / "inventory", run_playbook=runner)
+    # the front door follows: frontdoor.yml in state replicas after deploy and launch, the dead node left out
+    assert [(n, limit, x.get("edgejar_frontdoor_state")) for n, limit, x in runner.calls] == [
+        ("deploy.yml", f"all:!{dead}", None), ("launch.yml", f"all:!{dead}", None),
+        ("frontdoor.yml", f"all:!{dead}", "replicas"),
+    ]  # fmt: skip
     # after it, with a second node dead too: MIN (2) stay; with a third, there is no room for MIN
-    failover.apply(plan, project / "inventory", run_playbook=Playbooks())
     two = [dead, before["chat-2"]]
     assert failover.plan(inventory.load(project / "inventory"), two, project).left_out == ("chat-2",)
     with pytest.raises(failover.FailoverInfeasible):

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from starlette.routing import Route
 
 from runner.errors import InputError
 from runner.node.frontdoor import routing
+from runner.node.frontdoor.backends import BackendConf, BackendsFile
+from runner.node.frontdoor.backends import parse as parse_backends
 from runner.node.frontdoor.keys import Identity, KeyStore
 from runner.node.frontdoor.metrics import Metrics
 from runner.node.frontdoor.queueing import DEFAULT_PRIORITY, PRIORITIES, Slots
@@ -51,17 +53,6 @@ def error(
 
 
 @dataclass
-class BackendConf:
-    id: str
-    model: str
-    node: str
-    url: str  # http://address:port
-    key: str  # the replica's bearer key (its experiment's secret)
-    weight: float = 1.0
-    max_tokens_cap: int | None = None
-
-
-@dataclass
 class Door:
     """The front door's state: backends, their queues, the router, keys, metrics, the HTTP client."""
 
@@ -76,6 +67,25 @@ class Door:
     client: httpx.AsyncClient | None = None
     started: float = field(default_factory=time.time)
     poll_s: float = 5.0  # how often each replica's port is tried (0: never)
+    max_in_flight: int = 1  # requests a replica serves at once (the others wait in its queue)
+    backends_file: BackendsFile | None = None  # re-read when it changes (None: the config's list)
+
+    def set_backends(self, confs: Sequence[BackendConf]) -> None:
+        """Route to `confs` from now on. A replica that kept its id, node and address keeps its queue and
+        measurements; a new or moved one starts afresh; a gone one takes no new request (those it
+        serves finish, on the queue they hold)."""
+        new = {c.id: c for c in confs}
+        for bid in [b for b in self.backends if b not in new]:
+            del self.backends[bid], self.confs[bid], self.slots[bid]
+        for bid, c in new.items():
+            old = self.confs.get(bid)
+            if old is None or (old.url, old.node) != (c.url, c.node):
+                b = routing.Backend(id=bid, model=c.model, node=c.node, weight=c.weight)
+                self.backends[bid], self.slots[bid] = b, Slots(b, self.max_in_flight)
+            else:
+                b = self.backends[bid]
+                b.model, b.weight = c.model, c.weight
+            self.confs[bid] = c
 
     def refuse(
         self,
@@ -107,22 +117,40 @@ class Door:
 
 
 def build(config: Mapping[str, Any], key_file: Path) -> Door:
-    """The door from its config (the role writes it; docs/serving.md)."""
-    confs = {c["id"]: BackendConf(**c) for c in config["backends"]}
-    backends = {
-        bid: routing.Backend(id=bid, model=c.model, node=c.node, weight=c.weight) for bid, c in confs.items()
-    }
-    limit = int(config.get("max_in_flight", 1))
-    return Door(
-        backends=backends,
-        confs=confs,
-        slots={bid: Slots(b, limit) for bid, b in backends.items()},
+    """The door from its config (the role writes it; docs/serving.md): its replicas from `backends_file`
+    (re-read when it changes) or, without one, from the config's own `backends` list."""
+    door = Door(
+        backends={},
+        confs={},
+        slots={},
         router=routing.Router(str(config.get("strategy", "round_robin"))),
         keys=KeyStore(key_file),
         retries=int(config.get("retries", 2)),
         cooldown_s=(float(config.get("cooldown_base_s", 2.0)), float(config.get("cooldown_max_s", 60.0))),
         poll_s=float(config.get("poll_s", 5.0)),
+        max_in_flight=int(config.get("max_in_flight", 1)),
     )
+    if config.get("backends_file"):
+        door.backends_file = BackendsFile(Path(config["backends_file"]))
+        door.set_backends(door.backends_file.load())
+    else:
+        door.set_backends(parse_backends("config", config.get("backends")))
+    return door
+
+
+RELOAD_S = 1.0  # how often the replicas' file is looked at
+
+
+async def follow_backends(door: Door) -> None:
+    """Route to the replicas the file lists whenever it changes (a failover moved one, a new placement)."""
+    while door.backends_file is not None:
+        await asyncio.sleep(RELOAD_S)
+        confs = door.backends_file.changed()
+        if confs is not None:
+            before = set(door.confs)
+            door.set_backends(confs)
+            added, removed = sorted(set(door.confs) - before), sorted(before - set(door.confs))
+            log.info("replicas re-read: %d (added %s; removed %s)", len(confs), added, removed)
 
 
 async def _reachable(url: str, timeout_s: float) -> bool:
@@ -139,9 +167,11 @@ async def poll(door: Door) -> None:
     """Mark each replica unreachable while its port does not answer (a node down, a unit stopped): it is
     left out of routing until it answers again, without a request having to fail on it first."""
     while door.poll_s > 0:
-        for bid, conf in door.confs.items():
+        for bid, conf in list(door.confs.items()):
             ok = await _reachable(conf.url, min(2.0, door.poll_s))
-            b = door.backends[bid]
+            b = door.backends.get(bid)
+            if b is None or door.confs.get(bid) is not conf:  # replaced while it was tried
+                continue
             if ok == b.unreachable:
                 log.warning("%s: %s", bid, "reachable again" if ok else f"unreachable ({conf.url})")
             b.unreachable = not ok
@@ -234,10 +264,9 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         tried.add(b.id)
         if attempt:
             door.metrics.retries.labels(model).inc()
-        slots = door.slots[b.id]
+        slots, conf = door.slots[b.id], door.confs[b.id]  # kept even if the replicas change meanwhile
         await slots.acquire(priority)
         served_from = time.monotonic()  # the replica's own time starts here (not the wait in its queue)
-        conf = door.confs[b.id]
         live = stream
         content = b""
         try:
@@ -268,7 +297,7 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         b.served += 1
         if live:
             return StreamingResponse(
-                await _started(_relay(door, b, model, upstream, start, served_from)),
+                await _started(_relay(door, b, slots, model, upstream, start, served_from)),
                 status_code=200,
                 media_type=upstream.headers.get("content-type", "text/event-stream"),
             )
@@ -311,7 +340,13 @@ async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _relay(
-    door: Door, b: routing.Backend, model: str, upstream: httpx.Response, start: float, served_from: float
+    door: Door,
+    b: routing.Backend,
+    slots: Slots,
+    model: str,
+    upstream: httpx.Response,
+    start: float,
+    served_from: float,
 ) -> AsyncIterator[bytes]:
     """Pass a streamed answer through, measuring the first token and the chunks (one token each): for the
     metrics from the request's arrival, for routing from when the replica took it (its queue wait is
@@ -326,7 +361,7 @@ async def _relay(
             yield part
     finally:
         await upstream.aclose()
-        door.slots[b.id].release()
+        slots.release()
         end = time.monotonic()
         door.metrics.requests.labels(model, b.id, "200").inc()
         door.metrics.latency.labels(model).observe(end - start)
@@ -345,6 +380,7 @@ def _status(door: Door) -> dict[str, Any]:
         "models": door.models(),
         "keys": len(door.keys),
         "keys_error": door.keys.error,
+        "backends_error": door.backends_file.error if door.backends_file else None,
         "backends": [
             {
                 "id": b.id,
@@ -436,11 +472,12 @@ def create(door: Door) -> Starlette:
         limits = httpx.Limits(max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
             door.client = client
-            poller = asyncio.create_task(poll(door))
+            tasks = [asyncio.create_task(poll(door)), asyncio.create_task(follow_backends(door))]
             try:
                 yield
             finally:
-                poller.cancel()
+                for task in tasks:
+                    task.cancel()
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -453,9 +490,6 @@ def create(door: Door) -> Starlette:
         Route("/admin/backends/{bid}/{action}", backend_state, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-BACKEND_FIELDS = ("id", "model", "node", "url", "key")
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -475,13 +509,11 @@ def load_config(path: Path) -> dict[str, Any]:
         raise InputError(
             f"{path}: strategy: must be one of {', '.join(routing.STRATEGIES)}, got {doc['strategy']!r}"
         )
-    backends = doc.get("backends")
-    if not isinstance(backends, list):
-        raise InputError(f"{path}: backends: must be a list")
-    for n, b in enumerate(backends):
-        missing = [k for k in BACKEND_FIELDS if not isinstance(b, dict) or not b.get(k)]
-        if missing:
-            raise InputError(f"{path}: backends[{n}]: missing {', '.join(missing)}")
+    if doc.get("backends_file"):
+        if not isinstance(doc["backends_file"], str):
+            raise InputError(f"{path}: backends_file: must be a path")
+    else:
+        parse_backends(str(path), doc.get("backends"))
     return doc
 
 
