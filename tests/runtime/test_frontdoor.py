@@ -288,6 +288,8 @@ def test_the_door_follows_its_replicas_file_without_a_restart(door: dict[str, An
         tmp.write_text(doc if isinstance(doc, str) else json.dumps(doc))
         tmp.replace(path)  # as the template module writes: a new file renamed over the old one
 
+    before = call(url, "GET", "/metrics", KEYS["readonly"])[1].decode()
+    assert 'edgejar_frontdoor_backend_up{backend="chat-0"} 1.0' in before
     rewrite({"backends": [second]})
     wait_until("chat-0 gone from the door", lambda: set(status(url)) == {"chat-1", "strategy"})
     for _ in range(3):
@@ -306,3 +308,5 @@ def test_the_door_follows_its_replicas_file_without_a_restart(door: dict[str, An
     assert door["procs"]["door"].pid == pid and door["procs"]["door"].poll() is None
     metrics = call(url, "GET", "/metrics", KEYS["readonly"])[1].decode()
     assert "edgejar_frontdoor_errors_total{" not in metrics, metrics  # no request refused or failed
+    assert 'edgejar_frontdoor_backend_up{backend="chat-0"}' not in metrics  # removed: its gauges dropped
+    assert 'edgejar_frontdoor_backend_up{backend="chat-9"} 1.0' in metrics

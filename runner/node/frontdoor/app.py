@@ -77,6 +77,7 @@ class Door:
         new = {c.id: c for c in confs}
         for bid in [b for b in self.backends if b not in new]:
             del self.backends[bid], self.confs[bid], self.slots[bid]
+            self.metrics.forget(bid)
         for bid, c in new.items():
             old = self.confs.get(bid)
             if old is None or (old.url, old.node) != (c.url, c.node):

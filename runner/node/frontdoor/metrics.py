@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -56,3 +58,9 @@ class Metrics:
         self.strategy = Gauge(
             "edgejar_frontdoor_strategy", "1 for the routing strategy in force.", ["strategy"], registry=r
         )
+
+    def forget(self, backend: str) -> None:
+        """Drop a removed backend's gauges (its counters stay: what it served still happened)."""
+        for gauge in (self.decode_rate, self.in_flight, self.up, self.cooldown):
+            with contextlib.suppress(KeyError):
+                gauge.remove(backend)
