@@ -6,6 +6,8 @@ Needs a simulated cluster with PyTorch on three hosts, provisioned (run as root)
     .venv/bin/python -m runner sim up --config benchmarks/training-sim.yml
     ansible-playbook -i "$(.venv/bin/python -m runner sim inventory)" playbooks/provision.yml
     .venv/bin/python benchmarks/training.py [--steps 150] [--slow rpi1 --quota 25%] [--json FILE]
+    .venv/bin/python benchmarks/training.py --batch 8192 --hidden 512 --steps 30 --overhead-runs 0 \
+        --slow rpi1 --quota 25%   # compute-bound: where weighting can show
     .venv/bin/python benchmarks/training.py --skip-throughput --overhead-runs 3   # the launch overhead only
 
 Each run is the example job (experiments/training/mlp.py, a global batch of --batch samples per step)
@@ -83,7 +85,10 @@ def job_file(
         "kind": "torch_distributed",
         "description": "benchmarks/training.py: the example MLP, the same job on 1, 2 or 3 hosts.",
         "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
-        "args": ["--steps", args.steps, "--batch", args.batch, "--checkpoint-every", 0, "--seed", seed],
+        "args": [
+            *("--steps", args.steps, "--batch", args.batch, "--hidden", args.hidden),
+            *("--checkpoint-every", 0, "--seed", seed),
+        ],
         "ranks": len(nodes),
         "nodes": nodes,
         "memory_gb": 0.5,
@@ -196,6 +201,9 @@ def main() -> int:
     p.add_argument("--nodes", default="jetson,rpi1,host", help="the hosts with PyTorch, in the order used")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=192, help="the global batch per step")
+    p.add_argument(
+        "--hidden", type=int, default=64, help="the MLP hidden width (larger, with a larger batch: compute-bound)"
+    )
     p.add_argument("--slow", default="", metavar="NODE", help="give this host's units --quota of CPU")
     p.add_argument("--quota", default="25%", help="CPUQuota of --slow's units")
     p.add_argument("--overhead-runs", type=int, default=3)
@@ -206,7 +214,8 @@ def main() -> int:
     inv = hosts(inventory)
     nodes = args.nodes.split(",")
     quota = inventory.parent / "host_vars" / args.slow / "bench-cpu-quota.yml" if args.slow else None
-    out: dict[str, Any] = {"steps": args.steps, "batch": args.batch, "slow": args.slow, "quota": args.quota}
+    out: dict[str, Any] = {"steps": args.steps, "batch": args.batch, "hidden": args.hidden}
+    out |= {"slow": args.slow, "quota": args.quota}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if quota:
