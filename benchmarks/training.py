@@ -202,7 +202,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=192, help="the global batch per step")
     p.add_argument(
-        "--hidden", type=int, default=64, help="the MLP hidden width (larger, with a larger batch: compute-bound)"
+        "--hidden", type=int, default=64, help="the MLP hidden width (larger, with --batch: compute-bound)"
     )
     p.add_argument("--slow", default="", metavar="NODE", help="give this host's units --quota of CPU")
     p.add_argument("--quota", default="25%", help="CPUQuota of --slow's units")
