@@ -44,7 +44,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints (0: none)")
-    p.add_argument("--calibrate-steps", type=int, default=5, help="timed steps of the speed calibration")
+    p.add_argument("--calibrate-steps", type=int, default=5, help="least steps of the speed calibration")
+    p.add_argument("--calibrate-s", type=float, default=0.5, help="least seconds of the speed calibration")
     p.add_argument("--step-sleep", type=float, default=0.0, help="seconds to pause after each step")
     return p.parse_args(argv)
 
@@ -64,15 +65,19 @@ def batch(args: argparse.Namespace, step: int, rank: int, size: int) -> tuple[to
     return x, x @ w + 0.5 * torch.sin(3 * x[:, :1])
 
 
-def calibrate(args: argparse.Namespace, net: torch.nn.Module) -> float:
-    """This rank's samples per second on a fixed batch, alone (no communication)."""
-    x, y = batch(args, -1, 0, 64)
+def calibrate(args: argparse.Namespace, net: torch.nn.Module, size: int) -> float:
+    """This rank's samples per second alone (no communication), on a batch of `size` (an even share):
+    at least --calibrate-steps steps and --calibrate-s seconds, so that a CPU quota (enforced per 100 ms
+    period) or cores shared with other work show in the number, not only the first burst."""
+    x, y = batch(args, -1, 0, size)
     start = time.perf_counter()
-    for _ in range(args.calibrate_steps):
+    steps = 0
+    while steps < args.calibrate_steps or time.perf_counter() - start < args.calibrate_s:
         net.zero_grad()
         torch.nn.functional.mse_loss(net(x), y).backward()
+        steps += 1
     net.zero_grad()
-    return 64 * args.calibrate_steps / max(time.perf_counter() - start, 1e-9)
+    return size * steps / max(time.perf_counter() - start, 1e-9)
 
 
 def split(total: int, speeds: list[float]) -> list[int]:
@@ -127,7 +132,7 @@ def main(argv: list[str]) -> int:
     weighting = os.environ.get("EDGEJAR_TRAINING_WEIGHTING", "none")
     speeds = [1.0] * world
     if weighting == "speed":
-        mine = torch.tensor([calibrate(args, net)], dtype=torch.float64)
+        mine = torch.tensor([calibrate(args, net, max(1, args.batch // world))], dtype=torch.float64)
         gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
         dist.all_gather(gathered, mine)
         speeds = [float(t) for t in gathered]
