@@ -202,9 +202,11 @@ def _event(conn: Any, entry: Mapping[str, Any], launch: int, event: str, **detai
     )
 
 
-# torchrun's own errors that mean the job could not form: every node did not arrive within the join
-# timeout, or the c10d store on unit 0's node could not be reached within c10d's read timeout (60 s).
-GIVE_UP_ERRORS = ("RendezvousTimeoutError", "RendezvousConnectionError")
+# torchrun's own errors that mean the job cannot form: every node did not arrive within the join
+# timeout, the c10d store on unit 0's node could not be reached within c10d's read timeout (60 s), or the
+# rendezvous was closed (an agent of the job shut it down: it gave up or ran out of restarts; a restarted
+# unit would be told "closed" again for as long as the store's holder lives).
+GIVE_UP_ERRORS = ("RendezvousTimeoutError", "RendezvousConnectionError", "RendezvousClosedError")
 
 
 def error_file(entry: Mapping[str, Any]) -> Path:

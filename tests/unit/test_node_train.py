@@ -136,6 +136,7 @@ sys.exit(1)
     [
         ("RendezvousTimeoutError: ", train.GAVE_UP),  # a node missing past the join timeout
         ("RendezvousConnectionError: The connection to the C10d store has failed.", train.GAVE_UP),
+        ("RendezvousClosedError: ", train.GAVE_UP),  # a peer shut the job's rendezvous down
         ("DistStoreError: wait timeout after 60000ms", 1),  # the store's agent restarted: systemd retries
         ("", 1),  # no error file: a plain failure
     ],
