@@ -118,18 +118,18 @@ def _jobs_json(
 
 def _serving_json(experiments: list[Experiment], left_out: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Each serving experiment's placed replicas, its MIN:MAX and the replicas left out for want of room."""
-    return {
-        e.name: {
+    out: dict[str, dict[str, Any]] = {}
+    for e in experiments:
+        if e.serving is None or not e.instances:
+            continue
+        defined = {replica_id(e.name, k) for k in range(e.serving.max_replicas)}
+        out[e.name] = {
             "replicas": [s.id for s in e.instances],
             "min": e.serving.min_replicas,
             "max": e.serving.max_replicas,
-            "left_out": [
-                i for i in left_out if i in {replica_id(e.name, k) for k in range(e.serving.max_replicas)}
-            ],
+            "left_out": [i for i in left_out if i in defined],
         }
-        for e in experiments
-        if e.serving is not None and e.instances
-    }
+    return out
 
 
 def check_timeout(value: float) -> float:

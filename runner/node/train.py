@@ -27,6 +27,7 @@ from typing import Any
 
 from runner.errors import InputError
 from runner.node import records, trainrec
+from runner.node.jsonfile import read_object
 
 GAVE_UP = 3  # the unit's exit status when the job never formed: listed in RestartPreventExitStatus
 DEFAULT_TIMEOUT_S = 300  # join and collective timeouts of an entry written before they were fields
@@ -140,13 +141,7 @@ def prepare(
 
 
 def load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the training unit's config ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a training unit's config is one JSON object")
-    return data
+    return read_object(path, "the training unit's config")
 
 
 def register(conn: Any, entry: Mapping[str, Any]) -> int:

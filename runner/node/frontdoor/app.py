@@ -37,6 +37,7 @@ from runner.node.frontdoor.backends import parse as parse_backends
 from runner.node.frontdoor.keys import Identity, KeyStore
 from runner.node.frontdoor.metrics import Metrics
 from runner.node.frontdoor.queueing import DEFAULT_PRIORITY, PRIORITIES, Slots
+from runner.node.jsonfile import read_object
 
 log = logging.getLogger(__name__)
 
@@ -495,12 +496,7 @@ def create(door: Door) -> Starlette:
 
 def load_config(path: Path) -> dict[str, Any]:
     """The front door's config (the role writes it), checked: InputError (exit 2) names the field."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the front door's config ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: must be a JSON object")
+    doc = read_object(path, "the front door's config")
     listen = doc.get("listen")
     if not isinstance(listen, dict) or not listen.get("address") or not isinstance(listen.get("port"), int):
         raise InputError(f"{path}: listen: needs address and port")

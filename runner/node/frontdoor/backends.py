@@ -8,7 +8,6 @@ replicas in force are kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import InputError
+from runner.node.jsonfile import read_object
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,7 @@ def parse(where: str, backends: Any) -> list[BackendConf]:
 
 
 def read(path: Path) -> list[BackendConf]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the front door's replicas ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: must be a JSON object with a list `backends`")
-    return parse(str(path), doc.get("backends"))
+    return parse(str(path), read_object(path, "the front door's replicas").get("backends"))
 
 
 class BackendsFile:
