@@ -14,12 +14,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import highspy
 import numpy as np
 
 from runner.placement import constraints
 from runner.placement.state import ClusterState
+
+if TYPE_CHECKING:  # imported where it solves: the gateway places kernels with the engine, without HiGHS
+    import highspy
 
 # Above this many variables the integer program is not attempted (the verdict says so).
 MAX_VARIABLES = 200_000
@@ -29,6 +32,8 @@ def _silent_highs() -> highspy.Highs:
     """A solver that prints nothing. HiGHS writes its banner to file descriptor 1 while it is being
     constructed, before any option can turn output off; `--json` promises one JSON document on stdout,
     so for that moment descriptor 1 points at stderr."""
+    import highspy
+
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -71,6 +76,8 @@ def _shared_nodes(
 
 
 def solve(state: ClusterState, timeout_s: float) -> ExactResult:
+    import highspy
+
     problem = state.problem
     insts = list(problem.instances)
     allowed = [np.flatnonzero(constraints.static_mask(state, inst)) for inst in insts]

@@ -225,8 +225,9 @@ def test_files_that_no_longer_ship_are_removed(setup: tuple[Path, Path, Path]) -
 
 
 def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_path: Path) -> None:
-    """The role's default paths over this repository: runner/node, runner/errors.py and runner/names.py,
-    nothing of the planner, simulator or monitor; a copy of exactly those files runs every node module
+    """The role's default paths over this repository: runner/node, runner/errors.py, runner/names.py and
+    the pure placement engine (runner/placement: the notebook gateway places kernels with it), nothing of
+    the planner, simulator or monitor; a copy of exactly those files runs every node module
     (a module taken from anywhere else, e.g. through the editable install, fails the check)."""
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     tree = controller_tree(ROOT, defaults["edgejar_deploy_code_paths"])
@@ -236,7 +237,7 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
     outside = [
         r
         for r in runtime
-        if not r.startswith("runner/node/")
+        if not r.startswith(("runner/node/", "runner/placement/"))
         and r not in ("runner/__init__.py", "runner/errors.py", "runner/names.py")
     ]
     assert outside == [], outside
@@ -254,7 +255,8 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
         f"for name in {modules!r}: importlib.import_module(name)\n"
         "import runner\n"
         f"assert runner.__file__.startswith({str(tmp_path)!r}), runner.__file__\n"
-        "leaked = sorted(m for m in sys.modules if m.startswith('runner') and not m.startswith('runner.node')\n"
+        "leaked = sorted(m for m in sys.modules if m.startswith('runner')\n"
+        "                and not m.startswith(('runner.node', 'runner.placement'))\n"
         "                and m not in ('runner', 'runner.errors', 'runner.names'))\n"
         "assert not leaked, leaked\n"
     )
