@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runner.commands.model",
     "runner.commands.sim",
     "runner.commands.serve",
+    "runner.commands.kernels",
 )
 
 

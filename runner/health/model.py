@@ -16,9 +16,10 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class UnitSample:
-    """One edgejar-instance@<id>.service as `systemctl show` reported it."""
+    """One edgejar-instance@<id>.service (or a notebook kernel's edgejar-kernel-<id>.service) as
+    `systemctl show` reported it."""
 
-    instance: str
+    instance: str  # the instance's (or kernel's) id
     active: str  # ActiveState: active, inactive, failed, activating, deactivating
     sub: str  # SubState: running, dead, failed, auto-restart, ...
     result: str  # Result: success, exit-code, signal, oom-kill, ...
@@ -65,6 +66,7 @@ class NodeSample:
     disk_avail_bytes: int
     failed_units: tuple[str, ...]
     units: tuple[UnitSample, ...]
+    kernels: tuple[UnitSample, ...] = ()  # notebook kernels (docs/notebooks.md)
     gpu_load_pct: float | None = None
     temps_c: dict[str, float] = field(default_factory=dict)
     records_db: bool = False
@@ -140,6 +142,32 @@ class NodeHealth:
     last_ok_age_s: float | None  # seconds since the last good sample (None: never)
     instances: tuple[InstanceRow, ...] = ()
     reachable: bool = False  # the last poll got an answer over SSH
+    # kernel id -> seconds since its last activity, from the notebook gateway (when it was asked)
+    kernel_idle_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def kernels(self) -> tuple[UnitSample, ...]:
+        return () if self.sample is None else self.sample.kernels
+
+    def kernels_json(self) -> dict[str, Any]:
+        """Kernels on the node: how many run, their memory, each one's state, ceiling, age and idle time."""
+        running = [k for k in self.kernels if k.active == "active"]
+        return {
+            "count": len(running),
+            "memory_bytes": sum(k.memory_bytes or 0 for k in running),
+            "items": [
+                {
+                    "id": k.instance,
+                    "state": f"{k.active}/{k.sub}",
+                    "result": k.result,
+                    "memory_bytes": k.memory_bytes,
+                    "memory_max_bytes": k.memory_max_bytes,
+                    "up_s": None if k.state_age_s is None else round(k.state_age_s, 1),
+                    "idle_s": self.kernel_idle_s.get(k.instance),
+                }
+                for k in self.kernels
+            ],
+        }
 
     @property
     def running(self) -> int:
@@ -177,6 +205,7 @@ class NodeHealth:
             },
             "failed_units": [] if s is None else list(s.failed_units),
             "instances": {"running": self.running, "max": self.max_instances},
+            "kernels": self.kernels_json(),
             "instance_rows": [
                 {
                     "id": i.instance,

@@ -9,6 +9,7 @@ from typing import Any
 from runner.health.model import NodeSample, RecordStats, UnitSample
 
 UNIT_PREFIXES = ("edgejar-instance@", "edgejar-train@")  # instances and training units
+KERNEL_PREFIX = "edgejar-kernel-"  # notebook kernels
 UNIT_SUFFIX = ".service"
 
 
@@ -36,8 +37,14 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def unit_sample(props: Mapping[str, str], uptime_s: float) -> UnitSample | None:
-    iid = instance_id(props.get("Id", ""))
+def kernel_id(unit: str) -> str | None:
+    if unit.startswith(KERNEL_PREFIX) and unit.endswith(UNIT_SUFFIX):
+        return unit[len(KERNEL_PREFIX) : -len(UNIT_SUFFIX)] or None
+    return None
+
+
+def unit_sample(props: Mapping[str, str], uptime_s: float, kernel: bool = False) -> UnitSample | None:
+    iid = (kernel_id if kernel else instance_id)(props.get("Id", ""))
     if iid is None:
         return None
     changed = _int(props.get("StateChangeTimestampMonotonic"))
@@ -113,6 +120,7 @@ def parse(text: str) -> NodeSample:
         total, available = memory(mem, cgroup)
         load = [*[float(x) for x in data.get("load") or [0, 0, 0]][:3], 0.0, 0.0, 0.0]
         units = [unit_sample(u, uptime) for u in data.get("units") or [] if isinstance(u, Mapping)]
+        kernels = [unit_sample(u, uptime, True) for u in data.get("kernels") or [] if isinstance(u, Mapping)]
         jetson = data.get("jetson") or {}
         gpu_load = jetson.get("gpu_load_pct")
         return NodeSample(
@@ -131,6 +139,7 @@ def parse(text: str) -> NodeSample:
             disk_avail_bytes=_int(disk.get("avail")) or 0,
             failed_units=tuple(str(u) for u in data.get("failed_units") or []),
             units=tuple(sorted((u for u in units if u is not None), key=lambda u: u.instance)),
+            kernels=tuple(sorted((k for k in kernels if k is not None), key=lambda k: k.instance)),
             gpu_load_pct=float(gpu_load) if isinstance(gpu_load, int | float) else None,
             temps_c={str(k): float(v) for k, v in (jetson.get("temps_c") or {}).items()},
             records_db=bool(data.get("records_db")),

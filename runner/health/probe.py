@@ -19,6 +19,7 @@ PROBE_VERSION = 1
 DATA_DIR = "/var/lib/edgejar"
 RECORDS_DB = "/var/lib/edgejar/data/records.sqlite3"
 UNIT_GLOBS = ("edgejar-instance@*", "edgejar-train@*")  # experiment instances, training units
+KERNEL_GLOB = "edgejar-kernel-*"  # notebook kernels (runner/node/kernels/ctl.py)
 UNIT_PROPERTIES = (
     "Id",
     "ActiveState",
@@ -120,6 +121,17 @@ def instance_units() -> list[dict[str, str]]:
     return units
 
 
+def kernel_units() -> list[dict[str, str]]:
+    """`systemctl show` of every loaded notebook kernel unit (edgejar-kernel-<id>.service)."""
+    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), KERNEL_GLOB)
+    units: list[dict[str, str]] = []
+    for block in text.split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id", "").startswith(KERNEL_GLOB.rstrip("*")):
+            units.append(props)
+    return units
+
+
 def jetson() -> dict[str, Any]:
     """GPU load (per mille in sysfs, reported in %) and temperatures, where the sysfs files exist."""
     out: dict[str, Any] = {}
@@ -215,6 +227,7 @@ def collect() -> dict[str, Any]:
         "disk": disk(DATA_DIR),
         "failed_units": failed_units(),
         "units": instance_units(),
+        "kernels": kernel_units(),
         "jetson": jetson(),
         "records_db": has_db,
         "records": read_records(RECORDS_DB) if has_db and has_sqlite else {},

@@ -36,7 +36,12 @@ def gpu(n: NodeHealth) -> str:
 
 
 def instances(n: NodeHealth) -> str:
-    return f"{n.running}/{n.max_instances}"
+    """Running/max instances, and the node's notebook kernels (how many, their memory) when it has any."""
+    text = f"{n.running}/{n.max_instances}"
+    k = n.kernels_json()
+    if k["count"]:
+        text += f" + {k['count']} kernel{'s' if k['count'] != 1 else ''} {mib(k['memory_bytes'])}"
+    return text
 
 
 def notes(n: NodeHealth) -> str:

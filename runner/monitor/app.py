@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
 from runner.errors import EdgejarError
-from runner.health import metrics
+from runner.health import metrics, report
 from runner.health.cluster import ClusterHealth, HealthService
 from runner.health.model import InstanceRow, Status
 from runner.monitor import actions
@@ -248,7 +248,7 @@ class MonitorApp(App[None]):
                 fmt.status_cell(n),
                 fmt.memory_cell(n),
                 fmt.gpu_cell(n),
-                f"{n.running}/{n.max_instances}",
+                report.instances(n),
                 fmt.seen_cell(n, self.stale_after_s()),
                 "; ".join(n.reasons) or "-",
                 key=n.node,

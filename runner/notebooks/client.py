@@ -31,6 +31,10 @@ class Refused(EdgejarError):
         self.status = status
 
 
+class KernelDied(EdgejarError):
+    """The kernel died (or restarted) while it ran the cell."""
+
+
 @dataclass(frozen=True)
 class Cell:
     """What one executed cell gave: its stdout, its result (text/plain) and its error, if any."""
@@ -118,19 +122,33 @@ class Gateway:
         replied = idle = False
         try:
             while not (replied and idle):
-                if time.monotonic() - started > timeout_s:
+                left = timeout_s - (time.monotonic() - started)
+                if left <= 0:
                     raise EdgejarError(f"kernel {kid}: no answer to the cell within {timeout_s:.0f} s")
-                msg = json.loads(ws.recv())
+                ws.settimeout(left)
+                # Control frames too (the gateway pings every 30 s): the deadline is checked between frames.
+                opcode, frame = ws.recv_data_frame(True)
+                if opcode != websocket.ABNF.OPCODE_TEXT:
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        raise EdgejarError(f"kernel {kid}: the gateway closed its channels")
+                    continue
+                msg = json.loads(frame.data)
+                kind, content = msg["header"]["msg_type"], msg.get("content", {})
+                state = content.get("execution_state") if kind == "status" else None
+                if state in ("restarting", "autorestarting", "dead"):
+                    raise KernelDied(
+                        f"kernel {kid} died while running the cell ({state}): killed at its memory "
+                        "ceiling or crashed; it restarts with empty state"
+                    )
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
-                kind, content = msg["header"]["msg_type"], msg.get("content", {})
                 if kind == "stream":
                     out.append(content.get("text", ""))
                 elif kind == "execute_result":
                     result = content.get("data", {}).get("text/plain")
                 elif kind == "error":
                     error = f"{content.get('ename')}: {content.get('evalue')}"
-                elif kind == "status" and content.get("execution_state") == "idle":
+                elif state == "idle":
                     idle = True
                 elif kind == "execute_reply":
                     replied = True

@@ -56,7 +56,9 @@ HARDENING = (
     "RestrictNamespaces=yes",
     "LockPersonality=yes",
     "SystemCallArchitectures=native",
-    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    # AF_NETLINK: ZeroMQ reads the interfaces (getifaddrs) to resolve the address it binds; without it
+    # libzmq aborts (ip_resolver.cpp).
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
     "UMask=0077",
     "MemorySwapMax=0",
 )

@@ -132,9 +132,11 @@ class EdgejarProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 "kernel %s: %s; placing it again without %s", self.kernel_id, exc, self.placed_on
             )
             info = await self._elsewhere(kwargs.get("env") or {}, secret, str(exc))
-        except EdgejarError:
+        except EdgejarError as exc:
             _Shared.running.pop(self.kernel_id, None)
-            raise
+            self.log.error("kernel %s on %s: %s", self.kernel_id, self.placed_on, exc)
+            status = 400 if isinstance(exc, InputError) else 502
+            raise web.HTTPError(status, str(exc), reason=f"{self.placed_on}: {exc}"[:500]) from None
         self.launched = True
         self._status = None
         info["key"] = km.session.key if km is not None else b""
