@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from runner.commands.common import add_inventory, inventory_path, table
-from runner.errors import EXIT_FAILURE, EXIT_OK, InputError
+from runner.errors import EXIT_FAILURE, EXIT_OK, EdgejarError, InputError
 from runner.health import metrics, report
 from runner.health.cluster import ClusterHealth, HealthService
 from runner.health.model import Status
 from runner.health.status import Thresholds
+
+log = logging.getLogger(__name__)
 
 RETRY_INTERVAL_S = 1.0
 
@@ -97,6 +101,26 @@ def exit_status(health: ClusterHealth) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
+def with_kernel_idle(health: ClusterHealth, path: Path) -> ClusterHealth:
+    """Each kernel's idle time from the notebook gateway, when $EDGEJAR_NOTEBOOKS_TOKEN lets us ask it
+    (docs/notebooks.md); without the token, or when the gateway does not answer, idle times stay unknown."""
+    from runner.notebooks.client import locate, token_from_env
+
+    token = token_from_env()
+    if not token or not any(n.kernels for n in health.nodes):
+        return health
+    import datetime as dt
+
+    from runner.notebooks.idle import idle_seconds
+
+    try:
+        idle = idle_seconds(locate(path, None, None, token, timeout_s=10).kernels(), dt.datetime.now(dt.UTC))
+    except EdgejarError as exc:
+        log.warning("kernels' idle times unknown: %s", exc)
+        return health
+    return replace(health, nodes=tuple(replace(n, kernel_idle_s=idle) for n in health.nodes))
+
+
 def run(args: argparse.Namespace) -> int:
     th = thresholds(args)
     path = inventory_path(args)
@@ -107,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         service.poller.shutdown()
     if args.prom is not None:
         metrics.write(args.prom, metrics.render(health))
+    health = with_kernel_idle(health, path)
     if args.json:
         doc = {
             "inventory": str(path),

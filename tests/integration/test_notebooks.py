@@ -300,10 +300,13 @@ def test_health_and_runner_kernels_show_kernels_per_node(sim: Sim, gateway: dict
     kid = gw.start("edgejar-node-host")
     try:
         assert hostname_and_answer(gw, kid)[1] == "42"
-        health = cli(sim, ROOT, "health", "-i", str(sim.inventory), "--json")
+        health = cli(
+            sim, ROOT, "health", "-i", str(sim.inventory), "--json", env={"EDGEJAR_NOTEBOOKS_TOKEN": TOKEN}
+        )
         nodes = {n["node"]: n for n in json.loads(health.stdout)["nodes"]}
         k = nodes["host"]["kernels"]
         assert k["count"] == 1 and k["memory_bytes"] > 0 and k["items"][0]["id"] == kid, k
+        assert k["items"][0]["idle_s"] is not None  # from the gateway, with the token
         assert nodes["rpi1"]["kernels"]["count"] == 0
         listed = cli(sim, ROOT, "kernels", "-i", str(sim.inventory), "--json", "list",
                      env={"EDGEJAR_NOTEBOOKS_TOKEN": TOKEN})  # fmt: skip

@@ -195,3 +195,37 @@ def test_the_roles_pool_reads_the_inventory_and_placement_and_parses() -> None:
     specs = {s["name"]: s["config"] for s in f.kernelspecs(nodes, True, True)}
     assert specs == {"edgejar": {}, "edgejar-gpu": {"gpu": True}, "edgejar-tag-cuda": {"tags": ["cuda"]},
                      "edgejar-node-jetson": {"node": "jetson"}, "edgejar-node-rpi1": {"node": "rpi1"}}  # fmt: skip
+
+
+def test_health_parses_kernel_units_and_reports_them_per_node() -> None:
+    """The probe's kernel units (edgejar-kernel-<id>.service) become the node's kernels: count and memory
+    of the running ones in --json and the instances column, idle time when the gateway gave it."""
+    import datetime as dt
+    import json
+
+    from runner.health import report
+    from runner.health.model import NodeHealth, Status
+    from runner.health.parse import parse
+    from runner.notebooks.idle import idle_seconds
+    from tests.unit.test_health_fixtures import probe_doc, unit
+
+    doc = probe_doc(units=[unit("a-1")])
+    doc["kernels"] = [
+        unit("x", Id=f"edgejar-kernel-{KID}.service", MemoryCurrent=str(40 * 2**20)),
+        unit("y", active="failed", sub="failed", Id="edgejar-kernel-dead.service", Result="oom-kill"),
+        unit("z", Id="something-else.service"),
+    ]
+    sample = parse(json.dumps(doc))
+    assert [k.instance for k in sample.kernels] == [KID, "dead"] and [u.instance for u in sample.units] == [
+        "a-1"
+    ]
+    now = dt.datetime(2026, 12, 6, 12, 0, 10, tzinfo=dt.UTC)
+    idle = idle_seconds([{"id": KID, "last_activity": "2026-12-06T12:00:00.000000Z"}, {"id": "bad"}], now)
+    assert idle == {KID: 10.0}
+    node = NodeHealth(
+        "rpi1", "10.0.0.12", Status.HEALTHY, (), sample, 8, 2, False, False, 0.0, (), True, idle
+    )
+    k = node.to_json()["kernels"]
+    assert (k["count"], k["memory_bytes"]) == (1, 40 * 2**20)
+    assert k["items"][0]["idle_s"] == 10.0 and k["items"][1]["result"] == "oom-kill"
+    assert report.instances(node) == "0/2 + 1 kernel 40M"
