@@ -335,3 +335,29 @@ def test_an_idle_kernel_is_culled(sim: Sim, runner_dir: Path, gateway: dict[str,
         assert time.monotonic() < deadline, "the idle kernel was not culled"
         time.sleep(2)
     assert kid not in kernel_units(sim, runner_dir, "culled")["rpi1"]
+
+
+def test_an_unreachable_node_is_left_out_and_a_pinned_request_says_why(
+    sim: Sim, gateway: dict[str, Any]
+) -> None:
+    """sshd stopped on rpi2 (its open sessions ended): a kernel for tag rpi5 still starts, on rpi1 (placed
+    again without rpi2 if rpi2 was chosen first); one pinned to rpi2 is refused with the SSH failure."""
+    gw: Gateway = gateway["gw"]
+    runs.sshd(sim, "rpi2", "stop", end_sessions=True)
+    try:
+        kid = gw.start("edgejar-tag-rpi5")
+        try:
+            assert hostname_and_answer(gw, kid) == ("rpi1", "42")
+        finally:
+            gw.stop(kid)
+        with pytest.raises(Refused) as err:
+            gw.start("edgejar-node-rpi2")
+        text = str(err.value)
+        assert err.value.status == 409 and "ssh failed" in text and "rpi2 is unavailable" in text, text
+    finally:
+        runs.sshd(sim, "rpi2", "start")
+    kid = gw.start("edgejar-node-rpi2")  # back: the gateway reconnects
+    try:
+        assert hostname_and_answer(gw, kid) == ("rpi2", "42")
+    finally:
+        gw.stop(kid)

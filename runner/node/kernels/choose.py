@@ -65,6 +65,7 @@ def _wording(reason: str) -> str:
         .replace("takes no instances", "takes no kernels")
         .replace(" instances", " kernels")
         .replace("reserved)", "reserved and claimed by its experiments)")
+        .replace("is unavailable (health check failing)", "is unavailable (the gateway's SSH to it failed)")
     )
 
 
