@@ -133,9 +133,10 @@ def test_runtime_is_importable_from_the_node_venv(
         lines = out[host].splitlines()
         assert lines[0] == "/opt/edgejar/app/runner/__init__.py", (host, out[host])
         assert "split_brain.yml" in lines, (host, out[host])
-        # the node runtime alone: no planner, simulator or monitor on a node
-        assert {"__init__.py", "errors.py", "names.py", "node"} <= set(lines), (host, out[host])
-        assert not {"sim", "placement", "monitor", "commands", "cli.py"} & set(lines), (host, out[host])
+        # the node runtime and the pure placement engine (the notebook gateway places kernels with it): no
+        # planner, simulator or monitor on a node
+        assert {"__init__.py", "errors.py", "names.py", "node", "placement"} <= set(lines), (host, out[host])
+        assert not {"sim", "planning", "monitor", "commands", "cli.py"} & set(lines), (host, out[host])
         assert lines[-1] == "0", f"{host}: caches were synced: {out[host]}"
 
 
