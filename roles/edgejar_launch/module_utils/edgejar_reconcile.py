@@ -347,9 +347,9 @@ class Reconcile:
         self.removed, self.changed = stale, True
         if not node.check:
             node.run(["systemctl", "disable", "--now", "--", *map(self.name, stale)], check_rc=False)
-            failed = [self.name(i) for i, state in known if state == "failed" and i in stale]
-            if failed:
-                node.run(["systemctl", "reset-failed", "--", *failed], check_rc=False)
+            # Every pruned unit, not only those failed before the stop: one caught restarting (after an
+            # OOM kill) can end failed by the stop itself, and would stay listed for the next run to prune.
+            node.run(["systemctl", "reset-failed", "--", *map(self.name, stale)], check_rc=False)
         for iid in stale:
             node.remove(os.path.join(p["config_dir"], f"{iid}.json"))
             self.units_changed |= node.remove(os.path.join(p["unit_dir"], f"{self.name(iid)}.d"))
