@@ -52,7 +52,8 @@ grep -q "oom-kill" <<<"$out" || { echo "FAIL: no oom-kill of the 32M unit inside
 
 # A short provision: the roles an instance needs (service user, directories, venv, the runtime's packages).
 # Every role, twice (changed=0), runs in the integration tier; under TCG emulation each task takes seconds.
-# The controller's wheelhouse for the guest's key, from the staged wheels: the role's build step would
+# The controller's wheelhouse for the guest's key, from the staged wheels (all of them: ipykernel and the
+# gateway bring dependencies edgejar_llama_packages does not name): the role's build step would
 # only pick the same files up again through PIP_FIND_LINKS (llama.cpp is never compiled here), and under
 # emulation that costs minutes. The build path itself runs in the integration tier.
 step "the controller's wheelhouse for x86_64-cpu-cp311 from the staged wheels"
@@ -69,9 +70,9 @@ found = {norm(w.name.split("-")[0]): w for w in Path(sys.argv[1]).glob("*.whl")}
 missing = wanted - found.keys()
 if missing:
     sys.exit(f"the staged wheels lack {sorted(missing)}")
-for name in sorted(wanted):
-    shutil.copy2(found[name], key / found[name].name)
-print(f"{key}: {len(wanted)} wheels")
+for wheel in found.values():  # the named packages and every dependency pip resolved beside them
+    shutil.copy2(wheel, key / wheel.name)
+print(f"{key}: {len(found)} wheels ({len(wanted)} named in edgejar_llama_packages)")
 PY
 
 step "provision (--tags base,llama) with no extra variables"
