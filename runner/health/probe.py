@@ -110,26 +110,25 @@ def failed_units() -> list[str]:
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
-def instance_units() -> list[dict[str, str]]:
-    """`systemctl show` of every loaded edgejar-instance@ and edgejar-train@ unit: one property map each."""
-    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), *UNIT_GLOBS)
+def _units(*globs: str) -> list[dict[str, str]]:
+    """`systemctl show` of every loaded unit matching `globs`: one property map each."""
+    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), *globs)
     units: list[dict[str, str]] = []
     for block in text.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id", "").startswith(tuple(g.rstrip("*") for g in UNIT_GLOBS)):
+        if props.get("Id", "").startswith(tuple(g.rstrip("*") for g in globs)):
             units.append(props)
     return units
+
+
+def instance_units() -> list[dict[str, str]]:
+    """Every loaded edgejar-instance@ and edgejar-train@ unit."""
+    return _units(*UNIT_GLOBS)
 
 
 def kernel_units() -> list[dict[str, str]]:
-    """`systemctl show` of every loaded notebook kernel unit (edgejar-kernel-<id>.service)."""
-    text = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), KERNEL_GLOB)
-    units: list[dict[str, str]] = []
-    for block in text.split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if props.get("Id", "").startswith(KERNEL_GLOB.rstrip("*")):
-            units.append(props)
-    return units
+    """Every loaded notebook kernel unit (edgejar-kernel-<id>.service)."""
+    return _units(KERNEL_GLOB)
 
 
 def jetson() -> dict[str, Any]:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.errors import EdgejarError, InputError
-from runner.planning.requirements import project_root
+from runner.errors import EdgejarError
 
 TOKEN_ENV = "EDGEJAR_NOTEBOOKS_TOKEN"
 PORT = 8888
@@ -166,17 +165,9 @@ def token_from_env() -> str | None:
 def locate(
     inventory_file: Path, url: str | None, cacert: Path | None, token: str | None, timeout_s: float = 60.0
 ) -> Gateway:
-    """The gateway: url (default https://<coordinator>:8888), trusting cacert (default the certificate
-    notebooks.yml fetched to .edgejar/notebooks/<node>.crt). InputError when that certificate is missing."""
-    if url is None:
-        from runner.serving.door_client import coordinator
+    """The gateway (default https://<coordinator>:8888, trusting the certificate notebooks.yml fetched to
+    .edgejar/notebooks/<node>.crt). InputError when that certificate is missing."""
+    from runner.serving.door_client import endpoint
 
-        node = coordinator(inventory_file)
-        url = f"https://{node.address}:{PORT}"
-        cacert = cacert or project_root() / ".edgejar" / "notebooks" / f"{node.node.name}.crt"
-    if not url.startswith("https://"):
-        return Gateway(url.rstrip("/"), None, token, timeout_s)
-    if cacert is not None and not cacert.is_file():
-        raise InputError(f"--cacert {cacert}: no such file (run playbooks/notebooks.yml, which fetches it)")
-    tls = ssl.create_default_context(cafile=str(cacert) if cacert else None)
-    return Gateway(url.rstrip("/"), tls, token, timeout_s)
+    base, tls = endpoint(inventory_file, url, cacert, PORT, "notebooks")
+    return Gateway(base, tls, token, timeout_s)

@@ -55,18 +55,27 @@ def coordinator(inventory_file: Path) -> inventory.ClusterNode:
     return next((cn for cn in cluster.nodes if cn.kind == "x86"), cluster.nodes[0])
 
 
-def locate(inventory_file: Path, url: str | None, cacert: Path | None, key: str) -> Door:
-    """The front door: url (default https://<coordinator>:8443), trusting cacert (default the certificate
-    frontdoor.yml fetched to .edgejar/frontdoor/<node>.crt). InputError when that certificate is missing."""
+def endpoint(
+    inventory_file: Path, url: str | None, cacert: Path | None, port: int, name: str
+) -> tuple[str, ssl.SSLContext | None]:
+    """A service on the coordinator: url (default https://<coordinator>:<port>) and the TLS context that
+    trusts cacert (default the certificate playbooks/<name>.yml fetched to .edgejar/<name>/<node>.crt);
+    None for plain HTTP. InputError when that certificate is missing."""
     if url is None:
         node = coordinator(inventory_file)
-        url = f"https://{node.address}:{PORT}"
-        cacert = cacert or project_root() / ".edgejar" / "frontdoor" / f"{node.node.name}.crt"
+        url = f"https://{node.address}:{port}"
+        cacert = cacert or project_root() / ".edgejar" / name / f"{node.node.name}.crt"
     if not url.startswith("https://"):
-        return Door(url.rstrip("/"), None, key)
+        return url.rstrip("/"), None
     if cacert is not None and not cacert.is_file():
-        raise InputError(f"--cacert {cacert}: no such file (run playbooks/frontdoor.yml, which fetches it)")
-    return Door(url.rstrip("/"), ssl.create_default_context(cafile=str(cacert) if cacert else None), key)
+        raise InputError(f"--cacert {cacert}: no such file (run playbooks/{name}.yml, which fetches it)")
+    return url.rstrip("/"), ssl.create_default_context(cafile=str(cacert) if cacert else None)
+
+
+def locate(inventory_file: Path, url: str | None, cacert: Path | None, key: str) -> Door:
+    """The front door (default https://<coordinator>:8443, trusting the certificate frontdoor.yml fetched)."""
+    base, tls = endpoint(inventory_file, url, cacert, PORT, "frontdoor")
+    return Door(base, tls, key)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -147,8 +148,6 @@ class EdgejarProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """Place the kernel once more with its unreachable node in maintenance, and start it there."""
         the_pool, _ = _Shared.config()
         gone = self.placed_on
-        from dataclasses import replace
-
         without = replace(
             the_pool,
             nodes=tuple(
