@@ -11,7 +11,7 @@ packages=(
   dpkg-dev                       # dpkg-scanpackages: the local APT repository
   rsync zstd                     # used by playbooks and provisioning
   chromium                       # headless: the test that opens each report.html (tests/unit)
-  qemu-system-x86 qemu-utils     # the CI guest stage: a standard Debian 12 machine (runner/sim/guest)
+  qemu-system-x86 qemu-utils     # VM hosts (sim up --backend vm) and the CI guest stage (runner/sim/vm, guest)
 )
 missing=()
 for p in "${packages[@]}"; do

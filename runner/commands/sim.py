@@ -9,6 +9,7 @@ from pathlib import Path
 from runner.errors import EdgejarError
 from runner.sim import cluster, doctor
 from runner.sim.config import (
+    BACKENDS,
     DEFAULT_HOSTS,
     DEFAULT_SUBNET,
     STATE_DIR_ENV,
@@ -45,10 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"NAME:KIND[:MEMORY_MIB],... with KIND jetson, rpi5 or x86 (default {DEFAULT_HOSTS})",
     )
     up.add_argument(
-        "--config", type=Path, help="YAML file: hosts, subnet, bridge, prefix, repo_port, user, memory_mib"
+        "--config",
+        type=Path,
+        help="YAML file: hosts, subnet, bridge, prefix, repo_port, user, memory_mib, backend",
     )
     up.add_argument("--subnet", help=f"the sim's own IPv4 /24 (default {DEFAULT_SUBNET})")
     up.add_argument("--memory", type=int, metavar="MIB", help="real memory ceiling of every host in MiB")
+    up.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="every host a container on this kernel (nspawn, the default) or a QEMU guest with its own "
+        "kernel (vm: swap, addresses, reboots and OOM kills are real; docs/sim.md)",
+    )
     up.add_argument(
         "--keep-on-failure", action="store_true", help="leave a failed cluster in place for inspection"
     )
@@ -95,7 +104,13 @@ def _state(args: argparse.Namespace) -> StateDir:
 
 
 def _up(args: argparse.Namespace) -> int:
-    cfg = build_config(config_file=args.config, hosts=args.hosts, subnet=args.subnet, memory_mib=args.memory)
+    cfg = build_config(
+        config_file=args.config,
+        hosts=args.hosts,
+        subnet=args.subnet,
+        memory_mib=args.memory,
+        backend=args.backend,
+    )
     path = cluster.up(cfg, _state(args), cache_dir_from_env(), keep_on_failure=args.keep_on_failure)
     print(path)
     return 0
@@ -127,13 +142,14 @@ def _status(args: argparse.Namespace) -> int:
         f"APT repo {cfg.repo_url}"
     )
     print(f"inventory: {state.inventory}")
-    rows = [("HOST", "KIND", "GROUP", "ADDRESS", "MEMORY MiB (used/limit)", "RUNNING", "SSH")]
+    rows = [("HOST", "KIND", "BACKEND", "GROUP", "ADDRESS", "MEMORY MiB (used/limit)", "RUNNING", "SSH")]
     for h in hosts:
         memory = f"{h.memory[0] >> 20}/{h.memory[1] >> 20}" if h.memory else f"-/{h.spec.memory_mib}"
         rows.append(
             (
                 h.spec.name,
                 h.spec.kind,
+                h.spec.backend,
                 h.spec.persona.group,
                 h.spec.address,
                 memory,

@@ -19,6 +19,9 @@ from runner.sim.inventory import repo_root, write_inventory, write_known_hosts
 from runner.sim.rootfs import ensure_rootfs
 from runner.sim.state import StateDir
 from runner.sim.system import is_same_process, log, run
+from runner.sim.vm import host as vm_host
+from runner.sim.vm import image as vm_image
+from runner.sim.vm import qemu as vm_qemu
 
 POWEROFF_TIMEOUT = 10.0
 SSH_CHECK_TIMEOUT = 90.0  # a first login can take a minute on a loaded or emulated machine (CI guest)
@@ -39,9 +42,12 @@ def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool =
     preflight.require_root("up")
     preflight.check_tools(preflight.UP_TOOLS)
     preflight.check_kernel()
-    way = layout.detect().require()  # before anything is created: fail at once without a ceiling
-    if way == layout.SYSTEMD_V2:
-        preflight.check_tools(preflight.SYSTEMD_TOOLS)
+    if _containers(cfg):
+        way = layout.detect().require()  # before anything is created: fail at once without a ceiling
+        if way == layout.SYSTEMD_V2:
+            preflight.check_tools(preflight.SYSTEMD_TOOLS)
+    if _vms(cfg):
+        preflight.check_tools(preflight.VM_TOOLS)
     with state.lock():
         recorded = state.load()
         if recorded is not None:
@@ -73,11 +79,22 @@ def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool =
         return state.inventory
 
 
+def _containers(cfg: SimConfig) -> list[HostSpec]:
+    return [h for h in cfg.hosts if h.backend == "nspawn"]
+
+
+def _vms(cfg: SimConfig) -> list[HostSpec]:
+    return [h for h in cfg.hosts if h.backend == "vm"]
+
+
 def _check_names_free(cfg: SimConfig) -> None:
     taken = []
     if network.link_exists(cfg.bridge):
         taken.append(f"network interface {cfg.bridge}")
-    for h in cfg.hosts:
+    for h in _vms(cfg):
+        if network.link_exists(cfg.tap(h)):
+            taken.append(f"network interface {cfg.tap(h)}")
+    for h in _containers(cfg):
         if network.netns_exists(cfg.netns(h)):
             taken.append(f"network namespace {cfg.netns(h)}")
         if network.link_exists(cfg.veth(h)):
@@ -93,9 +110,14 @@ def _check_names_free(cfg: SimConfig) -> None:
 def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
     started = time.monotonic()
     machine_layout = layout.detect()
-    log(f"cgroup layout: {machine_layout.describe()}")
+    if _containers(cfg):
+        log(f"cgroup layout: {machine_layout.describe()}")
     rootfs = ensure_rootfs(cache_dir, cfg.user)
     repo = aptrepo.ensure_repo(cache_dir, rootfs)
+    vms = _vms(cfg)
+    if vms:  # built (or found) before anything is created
+        image = vm_image.ensure_image(cache_dir, rootfs)
+        accel = vm_qemu.accelerator(image, cache_dir)
     pubkey = _controller_key(state)
     state.save(cfg, "starting", bridge=cfg.bridge, made_netns_dir=not network.netns_dir_mounted())
     network.bridge_up(cfg.bridge, cfg.gateway, cfg.prefixlen)
@@ -104,13 +126,22 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
         f"booting {len(cfg.hosts)} hosts: "
         + ", ".join(f"{h.name} ({h.kind}, {h.address})" for h in cfg.hosts)
     )
-    known = [host.prepare(state, cfg, h, rootfs, pubkey, machine_layout) for h in cfg.hosts]
+    known = [host.prepare(state, cfg, h, rootfs, pubkey, machine_layout) for h in _containers(cfg)]
+    if vms:
+        known += [vm_host.prepare(state, cfg, h, rootfs, image, pubkey) for h in vms]
     write_known_hosts(state, known)
-    for h in cfg.hosts:
+    for h in _containers(cfg):
         host.boot(state, cfg, h)
+    for h in vms:
+        vm_host.boot(state, cfg, h, image, accel)
     deadline = time.monotonic() + host.boot_timeout(len(cfg.hosts))
-    for h in cfg.hosts:
+    for h in _containers(cfg):
         host.wait_until_up(state, cfg, h, deadline)
+    if vms:
+        log(f"waiting for {len(vms)} VM hosts ({accel}) to boot")
+    deadline = time.monotonic() + vm_host.BOOT_TIMEOUT_S
+    for h in vms:
+        vm_host.wait_until_up(state, cfg, h, deadline)
     bad = [f"{h.name}: {msg}" for h, ok, msg in check_ssh(cfg, state) if not ok]
     if bad:
         raise EdgejarError("hosts booted but SSH as the sim user failed:\n  " + "\n  ".join(bad))
@@ -207,15 +238,19 @@ def _down_locked(state: StateDir) -> list[str]:
         log(f"nothing recorded in {state.root}: nothing to remove")
         return []
     _close_control_masters(state)
-    for name in names:
+    vms = [n for n in names if state.host_record(n).get("backend") == "vm"]
+    containers = [n for n in names if n not in vms]
+    for name in containers:
         host.request_poweroff(state, name)
     deadline = time.monotonic() + POWEROFF_TIMEOUT
-    for name in names:
+    for name in containers:
         host.wait_poweroff(state, name, deadline)
     left: list[str] = []
-    for name in names:
+    for name in vms:
+        left += vm_host.remove(state, name)
+    for name in containers:
         left += host.remove(state, name)
-    if names:
+    if containers:
         host.remove_empty_nspawn_dirs()
     server_left = aptrepo.stop(state)
     if server_left:
@@ -245,14 +280,20 @@ def _close_control_masters(state: StateDir) -> None:
 def find_leftovers(cfg: SimConfig | None, state: StateDir, names: list[str], bridge: str | None) -> list[str]:
     """Namespaces, interfaces, mounts, cgroups and processes of the sim that still exist."""
     machines: dict[str, tuple[str, str]] = {}  # machine -> (netns, veth)
+    taps = {cfg.tap(h) for h in _vms(cfg)} if cfg is not None else set()
     if cfg is not None:
-        for h in cfg.hosts:
+        for h in _containers(cfg):
             machines[cfg.machine(h)] = (cfg.netns(h), cfg.veth(h))
+    left = []
     for name in names:
         rec = state.host_record(name)
-        if rec.get("machine"):
+        if rec.get("backend") == "vm":
+            taps.add(rec.get("tap", ""))
+            if is_same_process(rec.get("qemu_pid"), rec.get("qemu_start")):
+                left.append(f"QEMU of host {name} (PID {rec['qemu_pid']})")
+        elif rec.get("machine"):
             machines[rec["machine"]] = (rec.get("netns", ""), rec.get("veth", ""))
-    left = []
+    left += [f"network interface {tap}" for tap in sorted(taps) if tap and network.link_exists(tap)]
     for machine, (netns, veth) in sorted(machines.items()):
         if netns and network.netns_exists(netns):
             left.append(f"network namespace {netns}")
@@ -319,8 +360,11 @@ def status(state: StateDir) -> tuple[SimConfig | None, str, list[HostStatus]]:
     result = []
     for h in cfg.hosts:
         rec = state.host_record(h.name)
+        ok, msg = ssh.get(h.name, (False, "no key"))
+        if rec.get("backend") == "vm":  # its memory is the guest's own (`free` inside); not read from here
+            result.append(HostStatus(h, vm_host.running(state, h.name), ok, msg, None))
+            continue
         running = is_same_process(rec.get("nspawn_pid"), rec.get("nspawn_start"))
         cgroups = HostCgroups.from_record(rec.get("cgroups", {}))
-        ok, msg = ssh.get(h.name, (False, "no key"))
         result.append(HostStatus(h, running, ok, msg, cgroups.memory_usage() if running else None))
     return cfg, str(recorded.get("phase", "?")), result

@@ -34,8 +34,10 @@ FIRST_HOST_OFFSET = 11  # hosts get .11, .12, ... of the subnet; .1 is the contr
 IFNAMSIZ = 15  # longest Linux interface name
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-_CONFIG_KEYS = {"hosts", "subnet", "bridge", "prefix", "repo_port", "user", "memory_mib"}
-_HOST_KEYS = {"name", "kind", "memory_mib", "torch"}
+_CONFIG_KEYS = {"hosts", "subnet", "bridge", "prefix", "repo_port", "user", "memory_mib", "backend"}
+_HOST_KEYS = {"name", "kind", "memory_mib", "torch", "backend"}
+# nspawn: a container on the machine's kernel (fast, the default); vm: a QEMU guest with its own kernel.
+BACKENDS = ("nspawn", "vm")
 
 
 def state_dir_from_env() -> Path:
@@ -53,6 +55,7 @@ class HostSpec:
     memory_mib: int
     address: str
     torch: bool = False  # the host gets PyTorch (inventory node_torch: true): it may take training jobs
+    backend: str = "nspawn"  # one of BACKENDS
 
     @property
     def persona(self) -> Persona:
@@ -92,6 +95,10 @@ class SimConfig:
     def veth(self, host: HostSpec) -> str:
         return f"{self.prefix}v-{host.name}"
 
+    def tap(self, host: HostSpec) -> str:
+        """A VM host's tap device on the bridge."""
+        return f"{self.prefix}t-{host.name}"
+
     def machine(self, host: HostSpec) -> str:
         """Machine name, overlay mount source and per-host cgroup leaf."""
         return f"{self.prefix}-{host.name}"
@@ -112,6 +119,7 @@ class SimConfig:
             "hosts": [
                 {"name": h.name, "kind": h.kind, "memory_mib": h.memory_mib, "address": h.address}
                 | ({"torch": True} if h.torch else {})
+                | ({"backend": h.backend} if h.backend != "nspawn" else {})
                 for h in self.hosts
             ],
         }
@@ -126,6 +134,7 @@ class SimConfig:
                 memory_mib=int(h["memory_mib"]),
                 address=h["address"],
                 torch=bool(h.get("torch", False)),
+                backend=str(h.get("backend", "nspawn")),
             )
             for h in data["hosts"]
         )
@@ -145,6 +154,7 @@ class _HostRequest:
     kind: str
     memory_mib: int | None
     torch: bool = False
+    backend: str | None = None
 
 
 def parse_hosts_spec(spec: str) -> list[_HostRequest]:
@@ -172,6 +182,12 @@ def _memory(value: Any, where: str) -> int:
     if mib < 256:
         raise InputError(f"{where}: memory {mib} MiB is too small (a booted host needs at least 256 MiB)")
     return mib
+
+
+def _backend(value: Any, where: str) -> str:
+    if value not in BACKENDS:
+        raise InputError(f"{where}: backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return str(value)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -206,7 +222,8 @@ def _hosts_from_yaml(items: Any, where: str) -> list[_HostRequest]:
         torch = item.get("torch", False)
         if not isinstance(torch, bool):
             raise InputError(f"{where}: hosts[{i}]: torch must be true or false, got {torch!r}")
-        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory, torch))
+        backend = _backend(item["backend"], f"{where}: hosts[{i}]") if "backend" in item else None
+        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory, torch, backend))
     return requests
 
 
@@ -216,6 +233,7 @@ def build_config(
     hosts: str | None = None,
     subnet: str | None = None,
     memory_mib: int | None = None,
+    backend: str | None = None,
 ) -> SimConfig:
     """Defaults, then the YAML file, then command-line flags; validates everything."""
     data: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -230,6 +248,9 @@ def build_config(
     if default_memory is not None:
         default_memory = _memory(default_memory, "--memory" if memory_mib is not None else where)
 
+    default_backend = _backend(backend, "--backend") if backend is not None else None
+    if default_backend is None and "backend" in data:
+        default_backend = _backend(data["backend"], where)
     net = parse_subnet(subnet or str(data.get("subnet", DEFAULT_SUBNET)))
     prefix = str(data.get("prefix", DEFAULT_PREFIX))
     bridge = str(data.get("bridge", DEFAULT_BRIDGE))
@@ -267,7 +288,12 @@ def build_config(
         p = persona(req.kind)
         memory = req.memory_mib or default_memory or p.default_memory_mib
         address = str(net.network_address + FIRST_HOST_OFFSET + i)
-        specs.append(HostSpec(name=name, kind=p.kind, memory_mib=memory, address=address, torch=req.torch))
+        chosen = (default_backend if backend is not None else req.backend or default_backend) or "nspawn"
+        specs.append(
+            HostSpec(
+                name=name, kind=p.kind, memory_mib=memory, address=address, torch=req.torch, backend=chosen
+            )
+        )
     return SimConfig(
         hosts=tuple(specs), subnet=str(net), bridge=bridge, prefix=prefix, repo_port=repo_port, user=user
     )

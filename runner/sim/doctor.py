@@ -12,8 +12,6 @@ from pathlib import Path
 
 from runner.sim import layout, preflight
 
-GUEST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "mke2fs": "e2fsprogs"}
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -65,9 +63,9 @@ def _kernel() -> Finding:
 
 
 def _guest() -> list[Finding]:
-    missing = {t: p for t, p in GUEST_TOOLS.items() if shutil.which(t) is None}
+    missing = {t: p for t, p in preflight.VM_PACKAGES.items() if shutil.which(t) is None}
     tools = Finding(
-        "CI guest: QEMU",
+        "VM hosts and CI guest: QEMU",
         not missing,
         ("apt-get install -y " + " ".join(sorted(set(missing.values())))) if missing else "present",
         required=False,

@@ -122,20 +122,37 @@ def prepare(
     return host_key_line
 
 
-def _write_identity(cfg: SimConfig, host: HostSpec, f: HostFiles) -> None:
-    p = host.persona
+def identity_files(cfg: SimConfig, host: HostSpec) -> dict[str, str]:
+    """The host's own files, either backend (absolute path inside the host -> text): name, peers, the
+    sim's APT repository, the persona's files."""
     hosts_lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}", f"{cfg.gateway}\tedgejar-controller"]
     hosts_lines += [f"{h.address}\t{h.name}" for h in cfg.hosts if h.name != host.name]
-    files = {
+    return {
         "/etc/hostname": f"{host.name}\n",
         "/etc/hosts": "\n".join(hosts_lines) + "\n",
-        "/etc/machine-id": uuid.uuid4().hex + "\n",
         "/etc/apt/sources.list": f"deb [trusted=yes] {cfg.repo_url} ./\n",
-        **rootfs_files(p, host.name),
+        **rootfs_files(host.persona, host.name),
     }
+
+
+def new_host_key(f: HostFiles, host: HostSpec) -> tuple[str, str]:
+    """A fresh ed25519 host key for this host only: (private, public) in OpenSSH format."""
+    for old in (f.host_key, f.host_key.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(f.host_key)])
+    return f.host_key.read_text(), f.host_key.with_suffix(".pub").read_text()
+
+
+def known_hosts_line(host: HostSpec, public: str) -> str:
+    key_type, key_b64 = public.split()[:2]
+    return f"{host.address} {key_type} {key_b64}"
+
+
+def _write_identity(cfg: SimConfig, host: HostSpec, f: HostFiles) -> None:
+    files = {**identity_files(cfg, host), "/etc/machine-id": uuid.uuid4().hex + "\n"}
     for path, content in files.items():
         _write(f.merged, path, content, 0o644)
-    for rel, data in devicetree_files(p).items():
+    for rel, data in devicetree_files(host.persona).items():
         target = f.firmware / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
@@ -143,15 +160,11 @@ def _write_identity(cfg: SimConfig, host: HostSpec, f: HostFiles) -> None:
 
 def _install_keys(cfg: SimConfig, host: HostSpec, f: HostFiles, controller_pubkey: str) -> str:
     """A fresh host key for this host only, and the controller's key for the SSH user."""
-    for old in (f.host_key, f.host_key.with_suffix(".pub")):
-        old.unlink(missing_ok=True)
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(f.host_key)])
-    private = f.host_key.read_text()
-    public = f.host_key.with_suffix(".pub").read_text()
+    private, public = new_host_key(f, host)
     _write(f.merged, "/etc/ssh/ssh_host_ed25519_key", private, 0o600)
     _write(f.merged, "/etc/ssh/ssh_host_ed25519_key.pub", public, 0o644)
 
-    uid, gid, home = _passwd_entry(f.merged, cfg.user)
+    uid, gid, home = passwd_entry(f.merged, cfg.user)
     ssh_dir = f.merged / home.lstrip("/") / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
@@ -159,11 +172,10 @@ def _install_keys(cfg: SimConfig, host: HostSpec, f: HostFiles, controller_pubke
     keys.chmod(0o600)
     for p in (ssh_dir, keys):
         os.chown(p, uid, gid)
-    key_type, key_b64 = public.split()[:2]
-    return f"{host.address} {key_type} {key_b64}"
+    return known_hosts_line(host, public)
 
 
-def _passwd_entry(root: Path, user: str) -> tuple[int, int, str]:
+def passwd_entry(root: Path, user: str) -> tuple[int, int, str]:
     for line in (root / "etc" / "passwd").read_text().splitlines():
         fields = line.split(":")
         if fields[0] == user:
@@ -227,7 +239,7 @@ def wait_until_up(state: StateDir, cfg: SimConfig, host: HostSpec, deadline: flo
     while True:
         if not is_same_process(pid, started):
             raise EdgejarError(f"host {host.name}: systemd-nspawn exited during boot:\n{console_tail(f)}")
-        if _port_open(host.address, SSH_PORT):
+        if port_open(host.address, SSH_PORT):
             break
         if time.monotonic() > deadline:
             raise EdgejarError(
@@ -275,7 +287,7 @@ def _inner_cgroup_mounts(init: int) -> list[str]:
     return found
 
 
-def _port_open(address: str, port: int) -> bool:
+def port_open(address: str, port: int) -> bool:
     try:
         with socket.create_connection((address, port), timeout=0.5):
             return True

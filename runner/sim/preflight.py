@@ -26,8 +26,16 @@ TOOLS: dict[str, str] = {
     "systemd-run": "systemd",
     "systemctl": "systemd",
 }
+# Only for VM hosts (`sim up --backend vm`).
+VM_PACKAGES: dict[str, str] = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mke2fs": "e2fsprogs",
+}
+TOOLS.update(VM_PACKAGES)
+VM_TOOLS = tuple(VM_PACKAGES)
 SYSTEMD_TOOLS = ("systemd-run", "systemctl")  # only on systemd-v2 machines (runner/sim/layout.py)
-UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS)
+UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS and t not in VM_TOOLS)
 DOWN_TOOLS = ("ip", "umount", "ssh")
 STATUS_TOOLS = ("ssh",)
 

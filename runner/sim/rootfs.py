@@ -50,9 +50,18 @@ PACKAGES: tuple[str, ...] = (
 )
 
 # Real packages served by the local APT repo (with their missing dependencies), not installed: the
-# seeds' tools, libgomp1 (llama.cpp's OpenMP runtime, which roles/edgejar_llama installs) and nftables
-# (roles/edgejar_firewall installs it).
-REPO_PACKAGES: tuple[str, ...] = ("htop", "tmux", "git", "libgomp1", "nftables")
+# seeds' tools, libgomp1 (llama.cpp's OpenMP runtime, which roles/edgejar_llama installs), nftables
+# (roles/edgejar_firewall installs it), and the boards' own network and swap tools that the VM-host tests
+# install where a board has them (dphys-swapfile: Raspberry Pi OS bookworm; netplan.io: Ubuntu/L4T).
+REPO_PACKAGES: tuple[str, ...] = (
+    "htop",
+    "tmux",
+    "git",
+    "libgomp1",
+    "nftables",
+    "dphys-swapfile",
+    "netplan.io",
+)
 
 # Runs inside the new rootfs (chroot) after debootstrap; $1 is the SSH user's name.
 CUSTOMIZE_SCRIPT = r"""

@@ -111,6 +111,8 @@ def test_yaml_config(tmp_path: Path) -> None:
         ("prefix: TOO-LONG-PREFIX\n", "prefix"),
         ("bridge: 'a b'\n", "bridge name"),
         ("subnet: [\n", "not valid YAML"),
+        ("backend: kvm\n", "backend must be one of nspawn, vm"),
+        ("hosts:\n  - {name: a, kind: x86, backend: qemu}\n", r"hosts\[0\]: backend must be one of"),
     ],
 )
 def test_bad_yaml_config(tmp_path: Path, text: str, message: str) -> None:
@@ -132,3 +134,20 @@ def test_round_trip_through_the_state_file() -> None:
 
 def test_parse_hosts_spec_keeps_order() -> None:
     assert [r.name for r in parse_hosts_spec("c:x86,a:x86,b:x86")] == ["c", "a", "b"]
+
+
+def test_backend_per_host_from_the_file_and_for_all_from_the_flag(tmp_path: Path) -> None:
+    f = tmp_path / "sim.yml"
+    f.write_text("hosts:\n  - {name: a, kind: rpi5, backend: vm}\n  - {name: b, kind: x86}\n")
+    cfg = build_config(config_file=f)
+    assert [(h.name, h.backend) for h in cfg.hosts] == [("a", "vm"), ("b", "nspawn")]
+    assert cfg.tap(cfg.hosts[0]) == "ejt-a"
+    assert SimConfig.from_dict(cfg.to_dict()) == cfg
+    assert "backend" not in cfg.to_dict()["hosts"][1]  # state files of nspawn-only clusters unchanged
+    assert {h.backend for h in build_config(config_file=f, backend="nspawn").hosts} == {"nspawn"}
+    f.write_text(
+        "backend: vm\nhosts:\n  - {name: a, kind: rpi5}\n  - {name: b, kind: x86, backend: nspawn}\n"
+    )
+    assert [h.backend for h in build_config(config_file=f).hosts] == ["vm", "nspawn"]
+    with pytest.raises(InputError, match="--backend: backend must be one of"):
+        build_config(hosts="a:x86", backend="docker")
