@@ -128,8 +128,9 @@ def runner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ansible-runner")
 
 
-def ansible_env() -> dict[str, str]:
-    """Run Ansible with the repository's ansible.cfg and the venv's tools on PATH."""
+def ansible_env(state_dir: Path = TEST_STATE_DIR) -> dict[str, str]:
+    """Run Ansible with the repository's ansible.cfg and the venv's tools on PATH; facts cached in the
+    state directory of the cluster it runs on (`state_dir`, the session's test cluster by default)."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -138,7 +139,7 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         # Facts are cached per host name: each test cluster keeps its own cache, so that parallel
         # sessions (EDGEJAR_TEST_SIM_SLOT) and a developer's cluster never read each other's facts.
-        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(TEST_STATE_DIR / "ansible-facts"),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state_dir / "ansible-facts"),
     }
 
 

@@ -8,7 +8,8 @@ systemd units, reconnect, confirm, idempotent second run, and the failure path (
 address, the node's timer rolls the file back, the message names host and addresses).
 What does not run here: the backends' own apply commands (`netplan apply`, `nmcli`, `dhcpcd`,
 `networkctl`) - the sim hosts run no network service (systemd-networkd stays inactive), so no address
-really moves, and NetworkManager is not installed (its nmcli path is not exercised at all).
+really moves. Those run on VM hosts with their own kernel, tests/vm/test_kernel_paths.py (NetworkManager,
+networkd, netplan, the rollback timer; dhcpcd's apply runs nowhere).
 """
 
 from __future__ import annotations
