@@ -237,3 +237,4 @@ def test_no_answer_on_new_address_rolls_back(
             break
         time.sleep(3)
     assert new not in out and f"Address={old}/24" in out, out  # the previous file is back
+    assert new not in (sim.state_dir / "known_hosts").read_text()  # the keys recorded for it are gone again

@@ -318,6 +318,7 @@ def test_an_unreachable_address_is_rolled_back_by_the_node_timer(vm_sim: Sim, ru
     msg = run.failures()["rpi1"]["msg"]
     assert unreachable in msg and f"answers on {at} again" in msg, msg
     assert ipv4(vm_sim, "rpi1", at) == [f"{at}/24"]  # back on its old address, by its own timer
+    assert unreachable not in (vm_sim.state_dir / "known_hosts").read_text()  # its keys there are gone
     assert out(vm_sim, "rpi1", "nmcli -g ipv4.addresses connection show edgejar-sim", at) == f"{at}/24"
 
 
