@@ -182,7 +182,7 @@ def ensure_image(cache_dir: Path) -> GuestImage:
         job.write_text(JOB_RUNNER)
         job.chmod(0o755)
         chroot(tree, CUSTOMIZE_SCRIPT)
-        _take_boot_files(tree, GuestImage(work))
+        take_boot_files(tree, GuestImage(work))
         run(
             [
                 "mke2fs",
@@ -207,7 +207,8 @@ def ensure_image(cache_dir: Path) -> GuestImage:
         return GuestImage(final)
 
 
-def _take_boot_files(tree: Path, image: GuestImage) -> None:
+def take_boot_files(tree: Path, image: GuestImage) -> None:
+    """The newest kernel and initrd of `tree`'s /boot, copied beside the image (QEMU's -kernel/-initrd)."""
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     initrds = sorted((tree / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:

@@ -21,10 +21,9 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import EdgejarError
+from runner.sim.guest.image import GuestImage, take_boot_files
 from runner.sim.rootfs import DEFAULT_MIRROR, MIRROR_ENV, SUITE, Rootfs, build_lock, chroot
 from runner.sim.system import log, run
 
@@ -102,21 +101,8 @@ done
 """
 
 
-@dataclass(frozen=True)
-class VmImage:
-    root: Path
-
-    @property
-    def kernel(self) -> Path:
-        return self.root / "vmlinuz"
-
-    @property
-    def initrd(self) -> Path:
-        return self.root / "initrd.img"
-
-    @property
-    def disk(self) -> Path:
-        return self.root / "rootfs.img"
+# The same layout as the CI guest's image: vmlinuz, initrd.img and rootfs.img in one directory.
+VmImage = GuestImage
 
 
 def recipe(rootfs: Rootfs) -> dict[str, object]:
@@ -167,7 +153,7 @@ def ensure_image(cache_dir: Path, rootfs: Rootfs) -> VmImage:
         chroot(tree, CUSTOMIZE_SCRIPT, os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
         resolv.unlink()
         resolv.write_text(kept)
-        _take_boot_files(tree, VmImage(work))
+        take_boot_files(tree, VmImage(work))
         run(
             [
                 "mke2fs",
@@ -190,15 +176,6 @@ def ensure_image(cache_dir: Path, rootfs: Rootfs) -> VmImage:
         log(f"VM host image ready in {time.monotonic() - started:.0f} s")
         _prune(cache_dir, keep=image.root)
         return image
-
-
-def _take_boot_files(tree: Path, image: VmImage) -> None:
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
-    initrds = sorted((tree / "boot").glob("initrd.img-*"))
-    if not kernels or not initrds:
-        raise EdgejarError(f"the VM image tree {tree} has no kernel or initrd in /boot (linux-image-amd64?)")
-    shutil.copy2(kernels[-1], image.kernel)
-    shutil.copy2(initrds[-1], image.initrd)
 
 
 def _prune(cache_dir: Path, keep: Path) -> None:
