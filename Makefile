@@ -10,8 +10,8 @@ STAMP  := $(VENV)/.installed
 # every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
 # per machine and version. The build is portable (GGML_NATIVE=off: AVX2/FMA/F16C on x86), the same as
 # roles/edgejar_llama's `cpu` flavour, whose controller build reuses this wheel from pip's cache (pip keys
-# it by version, not by CMAKE_ARGS). A native build on a CPU with AMX crashed in ggml's AMX kernel here on
-# a quantized model, Gemma 3 270M Q4_K_M (docs/models.md). Set CMAKE_ARGS to build otherwise.
+# it by version, not by CMAKE_ARGS). No native build: on a CPU with AMX, ggml's AMX kernel can crash on
+# quantized models (docs/models.md). Set CMAKE_ARGS to build otherwise.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=off
 
 $(STAMP): pyproject.toml
