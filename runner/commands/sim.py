@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument(
         "--config",
         type=Path,
-        help="YAML file: hosts, subnet, bridge, prefix, repo_port, user, memory_mib, backend",
+        help="YAML file: hosts (name, kind, memory_mib, torch, backend, arch), subnet, bridge, prefix, "
+        "repo_port, user, memory_mib, backend",
     )
     up.add_argument("--subnet", help=f"the sim's own IPv4 /24 (default {DEFAULT_SUBNET})")
     up.add_argument("--memory", type=int, metavar="MIB", help="real memory ceiling of every host in MiB")
@@ -67,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         parents=[common],
         help="build (or find cached) the hosts' rootfs and the APT repo, boot nothing",
+    )
+    build.add_argument(
+        "--config", type=Path, help="YAML sim config whose hosts' architectures to build for (arm64 too)"
     )
     build.set_defaults(func=_build)
 
@@ -117,7 +121,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    cluster.build(build_config(), cache_dir_from_env())
+    cluster.build(build_config(config_file=args.config), _state(args), cache_dir_from_env())
     return 0
 
 

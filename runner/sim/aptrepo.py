@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from runner.sim.state import StateDir, read_json, write_json
 from runner.sim.system import is_same_process, log, run, signal_pid, start_time, wait_gone
 
 MAINTAINER = "edgejar sim <sim@edgejar.invalid>"
+SOURCES = "rootfs.json"  # in a built repository: the rootfs cache entries its packages came from
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,14 @@ DUMMY_PACKAGES: tuple[DummyPackage, ...] = (
 )
 
 
-def repo_hash(rootfs: Rootfs) -> str:
+def repo_hash(rootfs: Rootfs | Sequence[Rootfs]) -> str:
+    """The repository's recipe: the rootfs builds whose packages it serves (one per architecture) and the
+    stand-ins. A repository for one rootfs keeps the name it had before foreign architectures existed."""
+    builds = [rootfs] if isinstance(rootfs, Rootfs) else list(rootfs)
+    hashes = sorted(r.recipe_hash for r in builds)
     blob = json.dumps(
         {
-            "rootfs": rootfs.recipe_hash,
+            "rootfs": hashes[0] if len(hashes) == 1 else hashes,
             "dummies": [
                 [p.name, p.version, p.depends, sorted(p.files.items()), sorted(p.symlinks.items())]
                 for p in DUMMY_PACKAGES
@@ -210,8 +216,9 @@ def repo_hash(rootfs: Rootfs) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def ensure_repo(cache_dir: Path, rootfs: Rootfs) -> Path:
-    """Build (once per recipe) and return the repository directory."""
+def ensure_repo(cache_dir: Path, rootfs: Rootfs | Sequence[Rootfs]) -> Path:
+    """Build (once per recipe) and return the repository directory. A flat repository serves every
+    architecture at once: each host's APT picks the packages of its own (and `all`)."""
     repo = cache_dir / f"apt-repo-{repo_hash(rootfs)}"
     if (repo / "Release").exists():
         return repo
@@ -222,18 +229,39 @@ def ensure_repo(cache_dir: Path, rootfs: Rootfs) -> Path:
         return _build_repo(cache_dir, rootfs, repo)
 
 
-def _build_repo(cache_dir: Path, rootfs: Rootfs, repo: Path) -> Path:
-    for old in cache_dir.glob("apt-repo-*"):
+def stale_repos(cache_dir: Path, keep: Path) -> list[Path]:
+    """Repositories to remove: those whose rootfs builds are no longer all cached (or unrecorded)."""
+    stale = []
+    for old in sorted(cache_dir.glob("apt-repo-*")):
+        if old == keep or not old.is_dir():
+            continue
+        try:
+            sources = json.loads((old / SOURCES).read_text())["rootfs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            sources = None
+        if not sources or not all((cache_dir / name / ".complete").exists() for name in sources):
+            stale.append(old)
+    return stale
+
+
+def _build_repo(cache_dir: Path, rootfs: Rootfs | Sequence[Rootfs], repo: Path) -> Path:
+    builds = [rootfs] if isinstance(rootfs, Rootfs) else list(rootfs)
+    for old in stale_repos(cache_dir, keep=repo):
         shutil.rmtree(old, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="apt-repo.", dir=cache_dir))
-    log(f"building the local APT repository ({len(DUMMY_PACKAGES)} stand-in vendor packages)")
+    log(
+        f"building the local APT repository ({len(DUMMY_PACKAGES)} stand-in vendor packages; "
+        + ", ".join(b.arch for b in builds)
+        + ")"
+    )
     for pkg in DUMMY_PACKAGES:
         build_deb(pkg, work)
-    for deb in rootfs.debs.glob("*.deb"):
+    for deb in (deb for b in builds for deb in b.debs.glob("*.deb")):
         try:
             os.link(deb, work / deb.name)
         except OSError:
             shutil.copy2(deb, work / deb.name)
+    (work / SOURCES).write_text(json.dumps({"rootfs": [b.root.name for b in builds]}) + "\n")
     packages = run(
         ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], env={"LC_ALL": "C"}, timeout=300, cwd=work
     )

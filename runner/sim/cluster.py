@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import EdgejarError
-from runner.sim import aptrepo, host, launch, layout, network, preflight
+from runner.sim import aptrepo, binfmt, host, launch, layout, network, preflight
 from runner.sim.cgroups import HostCgroups, parse_hierarchies
 from runner.sim.config import HostSpec, SimConfig
 from runner.sim.inventory import repo_root, write_inventory, write_known_hosts
-from runner.sim.rootfs import ensure_rootfs
+from runner.sim.rootfs import Rootfs, ensure_rootfs, host_arch
 from runner.sim.state import StateDir
 from runner.sim.system import is_same_process, log, run
 from runner.sim.vm import host as vm_host
@@ -28,19 +28,37 @@ SSH_CHECK_TIMEOUT = 90.0  # a first login can take a minute on a loaded or emula
 
 
 # --- build / up -------------------------------------------------------------------------------------
-def build(cfg: SimConfig, cache_dir: Path) -> None:
-    """Build (or find in the cache) the rootfs and the APT repository, without booting anything."""
+def build(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
+    """Build (or find in the cache) the rootfs builds and the APT repository, without booting anything."""
     preflight.require_root("build")
-    preflight.check_tools(preflight.UP_TOOLS)
-    rootfs = ensure_rootfs(cache_dir, cfg.user)
-    repo = aptrepo.ensure_repo(cache_dir, rootfs)
-    log(f"rootfs {rootfs.rootfs} and APT repository {repo} are ready")
+    preflight.check_tools(preflight.UP_TOOLS + (preflight.FOREIGN_TOOLS if _foreign(cfg) else ()))
+    user = f"build {os.getpid()}"  # not the state directory's: a cluster of it may be up and need arm64
+    builds = _rootfs_builds(cfg, user, cache_dir)
+    if _foreign(cfg):
+        binfmt.release(user)
+    repo = aptrepo.ensure_repo(cache_dir, list(builds.values()))
+    log(f"rootfs {', '.join(str(b.rootfs) for b in builds.values())} and APT repository {repo} are ready")
+
+
+def _foreign(cfg: SimConfig) -> list[str]:
+    """The foreign architectures of the cluster's hosts (arm64 Pi and Jetson hosts)."""
+    return sorted({h.arch for h in cfg.hosts if h.arch and h.arch != host_arch()})
+
+
+def _rootfs_builds(cfg: SimConfig, binfmt_user: str, cache_dir: Path) -> dict[str, Rootfs]:
+    """arch -> its rootfs build, the controller's first; a foreign one after its binfmt entry is in place
+    (for `binfmt_user`, who releases it)."""
+    builds = {host_arch(): ensure_rootfs(cache_dir, cfg.user)}
+    for arch in _foreign(cfg):
+        binfmt.acquire(binfmt_user)
+        builds[arch] = ensure_rootfs(cache_dir, cfg.user, arch)
+    return builds
 
 
 def up(cfg: SimConfig, state: StateDir, cache_dir: Path, keep_on_failure: bool = False) -> Path:
     """Bring the cluster up (or find it up with the same config); returns the inventory path."""
     preflight.require_root("up")
-    preflight.check_tools(preflight.UP_TOOLS)
+    preflight.check_tools(preflight.UP_TOOLS + (preflight.FOREIGN_TOOLS if _foreign(cfg) else ()))
     preflight.check_kernel()
     if _containers(cfg):
         way = layout.detect().require()  # before anything is created: fail at once without a ceiling
@@ -112,21 +130,31 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
     machine_layout = layout.detect()
     if _containers(cfg):
         log(f"cgroup layout: {machine_layout.describe()}")
-    rootfs = ensure_rootfs(cache_dir, cfg.user)
-    repo = aptrepo.ensure_repo(cache_dir, rootfs)
+    builds = _rootfs_builds(cfg, str(state.root.resolve()), cache_dir)
+    rootfs = builds[host_arch()]
+    repo = aptrepo.ensure_repo(cache_dir, list(builds.values()))
     vms = _vms(cfg)
     if vms:  # built (or found) before anything is created
         image = vm_image.ensure_image(cache_dir, rootfs)
         accel = vm_qemu.accelerator(image, cache_dir)
     pubkey = _controller_key(state)
-    state.save(cfg, "starting", bridge=cfg.bridge, made_netns_dir=not network.netns_dir_mounted())
+    state.save(
+        cfg,
+        "starting",
+        bridge=cfg.bridge,
+        made_netns_dir=not network.netns_dir_mounted(),
+        foreign_arches=_foreign(cfg),
+    )
     network.bridge_up(cfg.bridge, cfg.gateway, cfg.prefixlen)
     aptrepo.serve(state, repo, cfg.gateway, cfg.repo_port)
     log(
         f"booting {len(cfg.hosts)} hosts: "
         + ", ".join(f"{h.name} ({h.kind}, {h.address})" for h in cfg.hosts)
     )
-    known = [host.prepare(state, cfg, h, rootfs, pubkey, machine_layout) for h in _containers(cfg)]
+    known = [
+        host.prepare(state, cfg, h, builds[h.arch or host_arch()], pubkey, machine_layout)
+        for h in _containers(cfg)
+    ]
     if vms:
         known += [vm_host.prepare(state, cfg, h, rootfs, image, pubkey) for h in vms]
     write_known_hosts(state, known)
@@ -259,6 +287,8 @@ def _down_locked(state: StateDir) -> list[str]:
         network.bridge_down(recorded["bridge"])
     if recorded.get("made_netns_dir"):
         network.release_netns_dir()
+    # A no-op unless this sim (or an interrupted `up` of it) needed arm64.
+    binfmt.release(str(state.root.resolve()))
     if cfg is not None:
         clear_fact_cache(cfg)
     left += find_leftovers(cfg, state, names, recorded.get("bridge"))

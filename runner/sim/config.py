@@ -35,9 +35,13 @@ IFNAMSIZ = 15  # longest Linux interface name
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _CONFIG_KEYS = {"hosts", "subnet", "bridge", "prefix", "repo_port", "user", "memory_mib", "backend"}
-_HOST_KEYS = {"name", "kind", "memory_mib", "torch", "backend"}
+_HOST_KEYS = {"name", "kind", "memory_mib", "torch", "backend", "arch"}
 # nspawn: a container on the machine's kernel (fast, the default); vm: a QEMU guest with its own kernel.
 BACKENDS = ("nspawn", "vm")
+# A host's userland (Debian's names): the controller's (amd64 here) or the boards' own, arm64, whose
+# programs run through qemu-user (runner/sim/binfmt.py). Pi and Jetson hosts only; containers only.
+ARCHES = ("amd64", "arm64")
+FOREIGN_ARCH_KINDS = ("rpi5", "jetson")
 
 
 def state_dir_from_env() -> Path:
@@ -56,6 +60,7 @@ class HostSpec:
     address: str
     torch: bool = False  # the host gets PyTorch (inventory node_torch: true): it may take training jobs
     backend: str = "nspawn"  # one of BACKENDS
+    arch: str = ""  # one of ARCHES; "": the controller's own
 
     @property
     def persona(self) -> Persona:
@@ -120,6 +125,7 @@ class SimConfig:
                 {"name": h.name, "kind": h.kind, "memory_mib": h.memory_mib, "address": h.address}
                 | ({"torch": True} if h.torch else {})
                 | ({"backend": h.backend} if h.backend != "nspawn" else {})
+                | ({"arch": h.arch} if h.arch else {})
                 for h in self.hosts
             ],
         }
@@ -135,6 +141,7 @@ class SimConfig:
                 address=h["address"],
                 torch=bool(h.get("torch", False)),
                 backend=str(h.get("backend", "nspawn")),
+                arch=str(h.get("arch", "")),
             )
             for h in data["hosts"]
         )
@@ -155,6 +162,7 @@ class _HostRequest:
     memory_mib: int | None
     torch: bool = False
     backend: str | None = None
+    arch: str = ""
 
 
 def parse_hosts_spec(spec: str) -> list[_HostRequest]:
@@ -223,7 +231,10 @@ def _hosts_from_yaml(items: Any, where: str) -> list[_HostRequest]:
         if not isinstance(torch, bool):
             raise InputError(f"{where}: hosts[{i}]: torch must be true or false, got {torch!r}")
         backend = _backend(item["backend"], f"{where}: hosts[{i}]") if "backend" in item else None
-        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory, torch, backend))
+        arch = item.get("arch", "")
+        if arch and arch not in ARCHES:
+            raise InputError(f"{where}: hosts[{i}]: arch must be one of {', '.join(ARCHES)}, got {arch!r}")
+        requests.append(_HostRequest(str(item["name"]), str(item["kind"]), memory, torch, backend, str(arch)))
     return requests
 
 
@@ -289,9 +300,19 @@ def build_config(
         memory = req.memory_mib or default_memory or p.default_memory_mib
         address = str(net.network_address + FIRST_HOST_OFFSET + i)
         chosen = (default_backend if backend is not None else req.backend or default_backend) or "nspawn"
+        if req.arch == "arm64" and p.kind not in FOREIGN_ARCH_KINDS:
+            raise InputError(f"host {name!r}: arch arm64 is for Pi and Jetson hosts, not kind {p.kind}")
+        if req.arch == "arm64" and chosen != "nspawn":
+            raise InputError(f"host {name!r}: arch arm64 hosts are containers (backend nspawn), not {chosen}")
         specs.append(
             HostSpec(
-                name=name, kind=p.kind, memory_mib=memory, address=address, torch=req.torch, backend=chosen
+                name=name,
+                kind=p.kind,
+                memory_mib=memory,
+                address=address,
+                torch=req.torch,
+                backend=chosen,
+                arch=req.arch,
             )
         )
     return SimConfig(

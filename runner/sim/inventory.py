@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from runner.errors import EdgejarError
-from runner.sim.config import SimConfig
+from runner.sim.config import HostSpec, SimConfig
 from runner.sim.personas import PERSONAS
 from runner.sim.state import StateDir
 
@@ -25,7 +25,8 @@ HEADER = (
     "# Inventory of the simulated edgejar cluster, written by `python -m runner sim up`; do not edit.\n"
     "# Same groups and group_vars as the repository's `inventory`; only addresses, user and keys differ,\n"
     "# plus what the simulated hosts need differently (see SIM_HOST_VARS in runner/sim/inventory.py):\n"
-    "# no build-essential (nothing compiles on a sim host), a 64 MiB swap file, the cpu wheel flavour.\n"
+    "# no build-essential (nothing compiles on a sim host), a 64 MiB swap file, the cpu wheel flavour\n"
+    "# (an arm64 Pi keeps its board's own, a76).\n"
 )
 # Packages of edgejar_base's default list that the sim hosts do without: the sim's APT repository has no
 # compiler (no internet in the hosts) and nothing is compiled on them (the controller builds the one cpu
@@ -51,17 +52,25 @@ def sim_host_vars() -> dict[str, Any]:
     return {
         "edgejar_base_packages": base_packages(),
         "edgejar_swap_size_mb": SIM_SWAP_SIZE_MB,
-        # Every sim host is x86_64 and the sim Jetson's nvcc is a stub: llama-cpp-python is built for the
-        # CPU, once, on the controller (roles/edgejar_llama), for all of them.
+        # The sim Jetson's nvcc is a stub and the x86_64 hosts share the controller's key: llama-cpp-python
+        # is built for the CPU on the controller (roles/edgejar_llama). An arm64 Pi keeps the board's own
+        # flavour (a76), which the controller cross-builds (host_vars below).
         "edgejar_llama_flavour": "cpu",
     }
+
+
+def host_vars(h: HostSpec) -> dict[str, Any]:
+    """sim_host_vars() as one host gets them."""
+    extra = sim_host_vars()
+    if h.arch == "arm64" and h.kind == "rpi5":
+        del extra["edgejar_llama_flavour"]
+    return extra
 
 
 def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
     """The inventory as a mapping (pure: no files touched)."""
     ssh_args = f"-o UserKnownHostsFile={state.known_hosts} -o StrictHostKeyChecking=yes"
     groups: dict[str, dict[str, Any]] = {}
-    extra = sim_host_vars()
     for kind in PERSONAS.values():  # group order as in the real inventory
         members = [h for h in cfg.hosts if h.kind == kind.kind]
         if not members:
@@ -77,7 +86,7 @@ def inventory_data(cfg: SimConfig, state: StateDir) -> dict[str, Any]:
                     "ansible_control_path_dir": str(state.control_dir),
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "edgejar_sim_memory_mib": h.memory_mib,
-                    **extra,
+                    **host_vars(h),
                     **({"node_torch": True} if h.torch else {}),
                 }
                 for h in members

@@ -32,10 +32,14 @@ VM_PACKAGES: dict[str, str] = {
     "qemu-img": "qemu-utils",
     "mke2fs": "e2fsprogs",
 }
+# Only for arm64 hosts (`arch: arm64`): their programs run through qemu-user (runner/sim/binfmt.py).
+FOREIGN_PACKAGES: dict[str, str] = {"qemu-aarch64-static": "qemu-user-static"}
 TOOLS.update(VM_PACKAGES)
+TOOLS.update(FOREIGN_PACKAGES)
 VM_TOOLS = tuple(VM_PACKAGES)
+FOREIGN_TOOLS = tuple(FOREIGN_PACKAGES)
 SYSTEMD_TOOLS = ("systemd-run", "systemctl")  # only on systemd-v2 machines (runner/sim/layout.py)
-UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS and t not in VM_TOOLS)
+UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS + VM_TOOLS + FOREIGN_TOOLS)
 DOWN_TOOLS = ("ip", "umount", "ssh")
 STATUS_TOOLS = ("ssh",)
 

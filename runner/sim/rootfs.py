@@ -1,8 +1,11 @@
 """The shared, read-only root filesystem of every simulated host: Debian bookworm by debootstrap, cached.
 
 The cache lives outside the repository (default /var/cache/edgejar, or $EDGEJAR_CACHE_DIR) in a directory
-named after a hash of the recipe below (suite, packages, the customisation script), so it is built once
-and rebuilt only when the recipe changes. Each host mounts it as the lower layer of its own overlayfs.
+named after a hash of the recipe below (suite, architecture, packages, the customisation script), so it is
+built once and rebuilt only when the recipe changes. Each host mounts it as the lower layer of its own
+overlayfs. The controller's architecture is the default; a foreign one (arm64, for Pi and Jetson hosts
+that run the boards' userland) is built the same way, its programs run through qemu-user
+(runner/sim/binfmt.py), and cached beside it (`rootfs-<arch>-<hash>`).
 
 The same build downloads the real Debian packages that the local APT repository serves (with whatever
 dependencies the rootfs does not already have), so that `apt install htop` on a host runs for real
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -108,6 +113,19 @@ touch -d @0 /var/lib/apt/lists
 mkdir -p /etc/ansible/facts.d
 """
 
+# Runs inside a foreign-architecture rootfs after the customisation. qemu-user cannot set up a unit's
+# credentials (systemd 252 fails them with EINVAL at step CREDENTIALS), and the units that load optional
+# ones (tmpfiles, sysusers, sysctl) would fail at boot: they run without them.
+FOREIGN_SCRIPT = r"""
+set -eu
+for unit in systemd-tmpfiles-setup systemd-tmpfiles-setup-dev systemd-tmpfiles-clean systemd-sysusers \
+            systemd-sysctl systemd-firstboot procps; do
+  mkdir -p "/etc/systemd/system/$unit.service.d"
+  printf '[Service]\n# edgejar sim: no credentials under qemu-user\nLoadCredential=\n' \
+    > "/etc/systemd/system/$unit.service.d/edgejar-qemu-user.conf"
+done
+"""
+
 # Runs inside the rootfs before the customisation, with Debian's mirror in sources.list.
 DOWNLOAD_SCRIPT = r"""
 set -eu
@@ -138,6 +156,7 @@ class Rootfs:
 
     root: Path
     recipe_hash: str
+    arch: str = "amd64"  # Debian's name
 
     @property
     def rootfs(self) -> Path:
@@ -148,11 +167,12 @@ class Rootfs:
         return self.root / "debs"
 
 
-def recipe(user: str) -> dict[str, object]:
-    return {
+def recipe(user: str, arch: str | None = None) -> dict[str, object]:
+    foreign = {"foreign": FOREIGN_SCRIPT} if arch and arch != host_arch() else {}
+    return foreign | {
         "suite": SUITE,
         "variant": "minbase",
-        "arch": host_arch(),
+        "arch": arch or host_arch(),
         "packages": list(PACKAGES),
         "repo_packages": list(REPO_PACKAGES),
         "user": user,
@@ -161,17 +181,29 @@ def recipe(user: str) -> dict[str, object]:
     }
 
 
-def recipe_hash(user: str) -> str:
-    blob = json.dumps(recipe(user), sort_keys=True).encode()
+def recipe_hash(user: str, arch: str | None = None) -> str:
+    blob = json.dumps(recipe(user, arch), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+@functools.cache
 def host_arch() -> str:
     return run(["dpkg", "--print-architecture"]).stdout.strip()
 
 
-def cached(cache_dir: Path, user: str) -> Rootfs | None:
-    entry = Rootfs(cache_dir / f"rootfs-{recipe_hash(user)}", recipe_hash(user))
+def entry_name(recipe_hash: str, arch: str, native: str) -> str:
+    """rootfs-<hash> for the controller's architecture, rootfs-<arch>-<hash> for a foreign one."""
+    return f"rootfs-{recipe_hash}" if arch == native else f"rootfs-{arch}-{recipe_hash}"
+
+
+def _entry(cache_dir: Path, user: str, arch: str | None) -> Rootfs:
+    arch = arch or host_arch()
+    h = recipe_hash(user, arch)
+    return Rootfs(cache_dir / entry_name(h, arch, host_arch()), h, arch)
+
+
+def cached(cache_dir: Path, user: str, arch: str | None = None) -> Rootfs | None:
+    entry = _entry(cache_dir, user, arch)
     return entry if (entry.root / COMPLETE).exists() else None
 
 
@@ -190,29 +222,36 @@ def build_lock(cache_dir: Path, name: str, what: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_rootfs(cache_dir: Path, user: str) -> Rootfs:
-    """Return the cached rootfs for the current recipe, building it first if needed (minutes)."""
-    found = cached(cache_dir, user)
+def ensure_rootfs(cache_dir: Path, user: str, arch: str | None = None) -> Rootfs:
+    """Return the cached rootfs for the current recipe, building it first if needed (minutes).
+
+    A foreign `arch` needs its binfmt_misc entry in place first (runner/sim/binfmt.py)."""
+    found = cached(cache_dir, user, arch)
     if found:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with build_lock(cache_dir, "rootfs", "the rootfs"):
-        found = cached(cache_dir, user)
+    entry = _entry(cache_dir, user, arch)
+    foreign = entry.arch != host_arch()
+    with build_lock(cache_dir, f"rootfs-{entry.arch}" if foreign else "rootfs", f"the {entry.arch} rootfs"):
+        found = cached(cache_dir, user, arch)
         if found:
             return found
-        h = recipe_hash(user)
-        entry = Rootfs(cache_dir / f"rootfs-{h}", h)
-        work = cache_dir / f"rootfs-{h}.partial"
+        work = entry.root.with_name(entry.root.name + ".partial")
         if work.exists():
             log(f"removing an interrupted build in {work}")
             shutil.rmtree(work)
         work.mkdir()
         started = time.monotonic()
         log(
-            f"building the Debian {SUITE} root filesystem for the simulated hosts in {entry.root} "
-            "(first run or changed recipe; about 2-5 minutes, cached afterwards)"
+            f"building the Debian {SUITE} {entry.arch} root filesystem for the simulated hosts in "
+            f"{entry.root} "
+            + (
+                "(first run or changed recipe; under emulation: about 10-20 minutes, cached afterwards)"
+                if foreign
+                else "(first run or changed recipe; about 2-5 minutes, cached afterwards)"
+            )
         )
-        debootstrap(work / "rootfs", work / "build.log")
+        debootstrap(work / "rootfs", work / "build.log", arch=entry.arch)
         log("downloading the packages for the local APT repository: " + " ".join(REPO_PACKAGES))
         chroot(work / "rootfs", DOWNLOAD_SCRIPT, *REPO_PACKAGES)
         (work / "debs").mkdir()
@@ -221,21 +260,26 @@ def ensure_rootfs(cache_dir: Path, user: str) -> Rootfs:
             shutil.move(str(deb), work / "debs" / deb.name)
         log("customising the rootfs (SSH, user, sudo, units, APT)")
         chroot(work / "rootfs", CUSTOMIZE_SCRIPT, user)
-        (work / "recipe.json").write_text(json.dumps(recipe(user), indent=2, sort_keys=True) + "\n")
-        (work / COMPLETE).write_text(f"{h}\n")
+        if foreign:
+            chroot(work / "rootfs", FOREIGN_SCRIPT)
+        recipe_json = json.dumps(recipe(user, entry.arch), indent=2, sort_keys=True)
+        (work / "recipe.json").write_text(recipe_json + "\n")
+        (work / COMPLETE).write_text(f"{entry.recipe_hash}\n")
         work.rename(entry.root)
         log(f"rootfs ready in {time.monotonic() - started:.0f} s ({_size_mib(entry.rootfs)} MiB)")
-        _prune(cache_dir, keep=entry.root)
+        _prune(cache_dir, keep=entry, native=host_arch())
         return entry
 
 
-def debootstrap(target: Path, build_log: Path, packages: tuple[str, ...] = PACKAGES) -> None:
+def debootstrap(
+    target: Path, build_log: Path, packages: tuple[str, ...] = PACKAGES, arch: str | None = None
+) -> None:
     """debootstrap minbase of SUITE with `packages` into `target`, progress to stderr, log to build_log."""
     mirror = os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
     cmd = [
         "debootstrap",
         "--variant=minbase",
-        f"--arch={host_arch()}",
+        f"--arch={arch or host_arch()}",
         "--include=" + ",".join(packages),
         SUITE,
         str(target),
@@ -293,11 +337,19 @@ def _size_mib(path: Path) -> int:
     return int(out[0]) if out else 0
 
 
-def _prune(cache_dir: Path, keep: Path) -> None:
-    """Remove rootfs builds of older recipes, unless a running sim still mounts one."""
+def same_arch_entries(names: list[str], arch: str, native: str) -> list[str]:
+    """The rootfs cache entries among `names` built for `arch` (finished ones: no .partial)."""
+    name = "rootfs" if arch == native else f"rootfs-{re.escape(arch)}"
+    pattern = re.compile(name + r"-[0-9a-f]{16}")
+    return [n for n in names if pattern.fullmatch(n)]
+
+
+def _prune(cache_dir: Path, keep: Rootfs, native: str) -> None:
+    """Remove rootfs builds of older recipes of the same architecture, unless a running sim mounts one."""
     mounts = Path("/proc/self/mountinfo").read_text()
-    for old in cache_dir.glob("rootfs-*"):
-        if old == keep or not old.is_dir():
+    names = same_arch_entries([p.name for p in cache_dir.iterdir()], keep.arch, native)
+    for old in (cache_dir / n for n in names):
+        if old == keep.root or not old.is_dir():
             continue
         if str(old) in mounts:
             log(f"keeping {old}: a running simulated host still uses it")

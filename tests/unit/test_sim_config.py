@@ -113,6 +113,12 @@ def test_yaml_config(tmp_path: Path) -> None:
         ("subnet: [\n", "not valid YAML"),
         ("backend: kvm\n", "backend must be one of nspawn, vm"),
         ("hosts:\n  - {name: a, kind: x86, backend: qemu}\n", r"hosts\[0\]: backend must be one of"),
+        ("hosts:\n  - {name: a, kind: rpi5, arch: armhf}\n", r"hosts\[0\]: arch must be one of amd64, arm64"),
+        (
+            "hosts:\n  - {name: a, kind: x86, arch: arm64}\n",
+            "host 'a': arch arm64 is for Pi and Jetson hosts",
+        ),
+        ("hosts:\n  - {name: a, kind: rpi5, arch: arm64, backend: vm}\n", "arm64 hosts are containers"),
     ],
 )
 def test_bad_yaml_config(tmp_path: Path, text: str, message: str) -> None:
@@ -151,3 +157,12 @@ def test_backend_per_host_from_the_file_and_for_all_from_the_flag(tmp_path: Path
     assert [h.backend for h in build_config(config_file=f).hosts] == ["vm", "nspawn"]
     with pytest.raises(InputError, match="--backend: backend must be one of"):
         build_config(hosts="a:x86", backend="docker")
+
+
+def test_arch_per_host(tmp_path: Path) -> None:
+    f = tmp_path / "sim.yml"
+    f.write_text("hosts:\n  - {name: pi, kind: rpi5, arch: arm64}\n  - {name: h, kind: x86}\n")
+    cfg = build_config(config_file=f)
+    assert [(h.name, h.arch) for h in cfg.hosts] == [("pi", "arm64"), ("h", "")]
+    assert SimConfig.from_dict(cfg.to_dict()) == cfg
+    assert "arch" not in cfg.to_dict()["hosts"][1]  # state files of single-architecture clusters unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -88,3 +89,14 @@ def test_sim_host_vars_win_over_group_vars_through_ansible(tmp_path: Path) -> No
     assert "build-essential" not in hostvars["edgejar_base_packages"]
     assert hostvars["edgejar_swap_size_mb"] == 64
     assert hostvars["node_ram_gb"] == 8  # group_vars/rpi5.yml still read
+
+
+def test_an_arm64_pi_keeps_its_board_flavour_the_others_build_for_the_cpu() -> None:
+    from runner.sim.config import build_config
+    from runner.sim.inventory import host_vars
+
+    cfg = build_config(hosts="a:rpi5,b:jetson,c:x86")
+    arm = [dataclasses.replace(h, arch="arm64") if h.kind != "x86" else h for h in cfg.hosts]
+    assert "edgejar_llama_flavour" not in host_vars(arm[0])  # a76: cross-built by the controller
+    assert host_vars(arm[1])["edgejar_llama_flavour"] == "cpu"  # the sim Jetson's nvcc is a stub
+    assert all(host_vars(h)["edgejar_llama_flavour"] == "cpu" for h in cfg.hosts)
