@@ -140,6 +140,7 @@ def run(path: Path) -> int:
     signal.signal(signal.SIGINT, on_signal)
     conn = records.connect(cfg.db_path)
     try:
+        records.note_machine(conn)
         mind = Mind(cfg)
         engine = Engine(cfg, conn, mind, create(cfg), stop)
         engine.start()

@@ -7,6 +7,7 @@ so databases of many nodes merge into one with `INSERT OR IGNORE` without duplic
 from __future__ import annotations
 
 import json
+import platform
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -123,6 +124,13 @@ def init(conn: sqlite3.Connection) -> None:
     found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     if int(found) != SCHEMA_VERSION:
         raise RuntimeError(f"records schema version {found}, this runtime writes {SCHEMA_VERSION}")
+
+
+def note_machine(conn: sqlite3.Connection) -> None:
+    """The node's machine type (`uname -m`: aarch64 on a Pi or a Jetson, also under emulation) in `meta`,
+    where an instance writes it when it starts: which userland the records came from."""
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('machine', ?)", (platform.machine(),))
 
 
 class transaction:

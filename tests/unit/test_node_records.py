@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import sqlite3
 import threading
 from pathlib import Path
@@ -200,3 +201,11 @@ def test_a_new_database_opens_while_another_instance_holds_its_write_lock(tmp_pa
     other.close()
     t.join(60)
     assert outcome == ["wal"]
+
+
+def test_an_instance_notes_its_machine_type(tmp_path: Path) -> None:
+    conn = records.connect(tmp_path / "records.sqlite3")
+    records.note_machine(conn)
+    records.note_machine(conn)  # again at the next start: one row, the latest value
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'machine'").fetchall()
+    assert [r[0] for r in rows] == [platform.machine()]
