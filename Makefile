@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps doctor guest vm
+.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps doctor guest vm aarch64
 
 # llama-cpp-python (the `node` extra) compiles llama.cpp the first time (about 6 minutes on 2 cores with
 # every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
@@ -29,8 +29,8 @@ venv: $(STAMP)
 deps:
 	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/deb-deps.sh; fi
 
-# Lint, unit tests, integration tests on the simulated cluster, molecule, the Debian 12 guest and the VM
-# hosts (both beside the integration tier); prints a summary.
+# Lint, unit tests, integration tests on the simulated cluster, molecule, the arm64 Pi, the Debian 12
+# guest and the VM hosts (both beside the integration tier); prints a summary.
 test: deps $(STAMP)
 	bash scripts/test.sh
 
@@ -67,6 +67,10 @@ doctor: $(STAMP)
 # docs/sim.md, "The CI guest"), alone: about 20 minutes under TCG emulation (`make test` runs it too).
 guest: $(STAMP)
 	bash scripts/test.sh guest
+
+# A simulated Pi with the boards' arm64 userland: the cross-built a76 wheel and an instance on it.
+aarch64: $(STAMP)
+	bash scripts/test.sh aarch64
 
 # VM hosts with their own kernel (QEMU): swap, static addresses, the Pi's reboot, OOM kills for real.
 vm: $(STAMP)

@@ -12,6 +12,8 @@ packages=(
   rsync zstd                     # used by playbooks and provisioning
   chromium                       # headless: the test that opens each report.html (tests/unit)
   qemu-system-x86 qemu-utils     # VM hosts (sim up --backend vm) and the CI guest stage (runner/sim/vm, guest)
+  qemu-user-static               # arm64 hosts (arch: arm64): their programs through binfmt_misc (runner/sim/binfmt.py)
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu  # the controller's cross build of a Pi's wheel (edgejar_llama)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # Runs edgejar's checks in stages and prints a pass/fail summary at the end.
-# Usage: scripts/test.sh [stage...]   (stages: lint unit runtime integration molecule guest vm; default: all)
+# Usage: scripts/test.sh [stage...]   (stages: lint unit runtime integration molecule aarch64 guest vm;
+# default: all)
 # The guest stage (a Debian 12 VM under QEMU, about 25 minutes under emulation) and the vm stage (VM hosts
 # with their own kernel, tests/vm) share nothing with the integration tier's simulated cluster, so when
 # integration runs too they run beside it (the guest right after the rootfs build, the VM hosts when the
 # guest has ended), and their results and logs come at their turn (docs/sim.md, "The CI guest", "VM hosts").
 # A stage whose tests all skipped is reported SKIP with pytest's reason, never PASS. With CI=true
-# (.ci/run sets it) a skipped integration tier (integration, molecule, guest) fails the run.
+# (.ci/run sets it) a skipped integration tier (integration, molecule, aarch64, guest, vm) fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint unit runtime integration molecule guest vm)
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit runtime integration molecule aarch64 guest vm)
 
 declare -a names results
 skip() {  # skip NAME REASON: a stage that did not run; under CI=true an integration-tier skip is a failure
   local name=$1 reason=$2
   case "${CI:-}:$name" in
-    true:integration* | true:molecule* | true:guest* | true:vm*)
+    true:integration* | true:molecule* | true:aarch64* | true:guest* | true:vm*)
       results+=("FAIL  $name: skipped ($reason), and CI=true needs the integration tier to run") ;;
     *) results+=("SKIP  $name: $reason") ;;
   esac
@@ -146,6 +147,15 @@ for stage in "${stages[@]}"; do
         names+=(guest)
       else
         run guest python -m runner sim guest
+      fi
+      ;;
+    aarch64)
+      # A simulated Pi with the board's arm64 userland (qemu-user through binfmt_misc): the controller's
+      # cross-built a76 wheel installed on it, an instance running there (docs/sim.md, "arm64 hosts").
+      if [ "$(id -u)" -ne 0 ]; then
+        skip aarch64 "not root"
+      else
+        run_pytest aarch64-tests -q tests/aarch64
       fi
       ;;
     vm)

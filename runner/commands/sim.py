@@ -17,6 +17,7 @@ from runner.sim.config import (
     cache_dir_from_env,
     state_dir_from_env,
 )
+from runner.sim.rootfs import host_arch
 from runner.sim.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,10 @@ def _status(args: argparse.Namespace) -> int:
         f"APT repo {cfg.repo_url}"
     )
     print(f"inventory: {state.inventory}")
-    rows = [("HOST", "KIND", "BACKEND", "GROUP", "ADDRESS", "MEMORY MiB (used/limit)", "RUNNING", "SSH")]
+    native = host_arch()
+    rows = [
+        ("HOST", "KIND", "BACKEND", "ARCH", "GROUP", "ADDRESS", "MEMORY MiB (used/limit)", "RUNNING", "SSH")
+    ]
     for h in hosts:
         memory = f"{h.memory[0] >> 20}/{h.memory[1] >> 20}" if h.memory else f"-/{h.spec.memory_mib}"
         rows.append(
@@ -154,6 +158,7 @@ def _status(args: argparse.Namespace) -> int:
                 h.spec.name,
                 h.spec.kind,
                 h.spec.backend,
+                h.spec.arch or native,
                 h.spec.persona.group,
                 h.spec.address,
                 memory,
