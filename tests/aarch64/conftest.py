@@ -10,14 +10,13 @@ for the stage and always taken down. Everything on it runs emulated: every Ansib
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.sim import binfmt
-from tests.integration.conftest import Sim, run_sim, skip_reason
+from tests.integration.conftest import Sim, sim_session, skip_reason
 
 ARM_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_ARM_DIR", "/var/tmp/edgejar-sim-armtest"))
 ARM_CONFIG = """\
@@ -47,22 +46,9 @@ def arm_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     reason = arm_skip_reason()
     if reason:
         pytest.skip(reason)
-    config = tmp_path_factory.mktemp("arm-sim") / "sim.yml"
-    config.write_text(ARM_CONFIG)
-    env = {**os.environ, "EDGEJAR_SIM_DIR": str(ARM_STATE_DIR)}
-    first = run_sim(env, "down")
-    if first.returncode != 0:
-        pytest.fail(f"could not clean up an earlier arm64 test cluster:\n{first.stderr}")
-    try:
-        up = run_sim(env, "up", "--config", str(config), timeout=UP_TIMEOUT)
-        sys.stderr.write(up.stderr)
-        if up.returncode != 0:
-            pytest.fail(f"`sim up` (arm64 host) failed (exit {up.returncode}):\n{up.stderr}")
-        yield Sim(ARM_STATE_DIR, Path(up.stdout.strip()), env)
-    finally:
-        down = run_sim(env, "down")
-        if down.returncode != 0:
-            pytest.fail(f"`sim down` (arm64 host) left things behind:\n{down.stderr}")
+    yield from sim_session(
+        ARM_STATE_DIR, ARM_CONFIG, tmp_path_factory.mktemp("arm-sim"), "arm64 host", UP_TIMEOUT
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,7 @@ The Jetson's CUDA key still builds on a Jetson (not here: its nvcc is a stub in 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -24,12 +22,11 @@ from typing import Any
 
 import ansible_runner
 import pytest
-import yaml
 
 from runner.sim.cluster import ssh_command
 from runner.sim.state import StateDir
 from tests.integration import runs
-from tests.integration.conftest import ROOT, Sim, ansible_env
+from tests.integration.conftest import Sim, ansible_env
 from tests.integration.runs import Run
 
 KEY = "aarch64-a76-cp311"
@@ -135,25 +132,7 @@ def launched(
 ) -> Path:
     """The probe placed on the Pi, deployed and launched (after the provisioning)."""
     assert provisioned["run"].status == "successful"
-    project = tmp_path_factory.mktemp("arm-project")
-    shutil.copytree(ROOT / "runner", project / "runner", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "experiments").mkdir()
-    (project / "experiments" / "arm_probe.yml").write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
-    subprocess.run(
-        [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
-    )
-    placed = subprocess.run(
-        [sys.executable, "-m", "runner", "place", "-i", str(arm_sim.inventory), "experiments/arm_probe.yml"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert placed.returncode == 0, placed.stderr
-    for book, extravars in (("deploy.yml", {"edgejar_deploy_src_dir": str(project)}), ("launch.yml", {})):
-        run, output = runs.playbook(arm_sim, runner_dir, f"arm-{book}", book, extravars)
-        assert run.status == "successful", (book, run.stats, run.errors(), output[-2000:])
-    return project
+    return runs.launch_probe(arm_sim, runner_dir, EXPERIMENT, tmp_path_factory.mktemp("arm") / "project")
 
 
 def test_an_instance_runs_on_the_pi_and_records_aarch64(

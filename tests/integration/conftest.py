@@ -78,28 +78,35 @@ def skip_reason() -> str | None:
     return "; ".join(f"{f.name}: {f.detail}" for f in blocking) or None
 
 
+def sim_session(
+    state_dir: Path, config_text: str, config_dir: Path, what: str, up_timeout: float = UP_TIMEOUT
+) -> Iterator[Sim]:
+    """A test stage's cluster (`what` names it in messages): leftovers of an aborted earlier session
+    removed, `sim up` with `config_text`, the Sim while the stage runs, and `sim down` whatever happened."""
+    config = config_dir / "sim.yml"
+    config.write_text(config_text)
+    env = {**os.environ, "EDGEJAR_SIM_DIR": str(state_dir)}
+    first = run_sim(env, "down")
+    if first.returncode != 0:
+        pytest.fail(f"could not clean up an earlier {what}:\n{first.stderr}")
+    try:
+        up = run_sim(env, "up", "--config", str(config), timeout=up_timeout)
+        sys.stderr.write(up.stderr)
+        if up.returncode != 0:
+            pytest.fail(f"`sim up` ({what}) failed (exit {up.returncode}):\n{up.stderr}")
+        yield Sim(state_dir, Path(up.stdout.strip()), env)
+    finally:
+        down = run_sim(env, "down")
+        if down.returncode != 0:
+            pytest.fail(f"`sim down` ({what}) left things behind:\n{down.stderr}")
+
+
 @pytest.fixture(scope="session")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    config = tmp_path_factory.mktemp("sim") / "sim.yml"
-    config.write_text(TEST_CONFIG)
-    env = {**os.environ, "EDGEJAR_SIM_DIR": str(TEST_STATE_DIR)}
-    # Leftovers of an aborted earlier session first.
-    first = run_sim(env, "down")
-    if first.returncode != 0:
-        pytest.fail(f"could not clean up an earlier test cluster:\n{first.stderr}")
-    try:
-        up = run_sim(env, "up", "--config", str(config), timeout=UP_TIMEOUT)
-        sys.stderr.write(up.stderr)
-        if up.returncode != 0:
-            pytest.fail(f"`sim up` failed (exit {up.returncode}):\n{up.stderr}")
-        yield Sim(TEST_STATE_DIR, Path(up.stdout.strip()), env)
-    finally:
-        down = run_sim(env, "down")
-        if down.returncode != 0:
-            pytest.fail(f"`sim down` left things behind:\n{down.stderr}")
+    yield from sim_session(TEST_STATE_DIR, TEST_CONFIG, tmp_path_factory.mktemp("sim"), "test cluster")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +157,31 @@ def sshd(sim: Sim, node: str, action: str, end_sessions: bool = False) -> None:
     subprocess.run([*enter, "systemctl", action, "ssh"], check=True, timeout=60)
     if end_sessions:
         subprocess.run([*enter, "pkill", "-x", "sshd"], check=False, timeout=60)  # 1: none was open
+
+
+def launch_probe(
+    sim: Sim, runner_dir: Path, experiment: Mapping[str, Any], project: Path, limit: str | None = None
+) -> Path:
+    """`experiment` in a project of its own (`project`: the runner package and
+    experiments/<name>.yml), placed on the cluster's inventory, deployed and launched (deploy.yml, then
+    launch.yml, on `limit` or every host). Returns the project."""
+    name = str(experiment["name"])
+    shutil.copytree(ROOT / "runner", project / "runner", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "experiments").mkdir()
+    (project / "experiments" / f"{name}.yml").write_text(yaml.safe_dump(dict(experiment), sort_keys=False))
+    subprocess.run(
+        [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
+    )
+    placed = subprocess.run(
+        [sys.executable, "-m", "runner", "place", "-i", str(sim.inventory), f"experiments/{name}.yml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert placed.returncode == 0, placed.stderr
+    kwargs = {"limit": limit} if limit else {}
+    for book, extravars in (("deploy.yml", {"edgejar_deploy_src_dir": str(project)}), ("launch.yml", {})):
+        run, output = playbook(sim, runner_dir, f"{name}-{book}", book, extravars, **kwargs)
+        assert run.status == "successful", (book, run.stats, run.errors(), output[-2000:])
+    return project

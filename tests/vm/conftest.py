@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Sim, run_sim, skip_reason
+from tests.integration.conftest import Sim, sim_session, skip_reason
 
 VM_STATE_DIR = Path(os.environ.get("EDGEJAR_TEST_VM_DIR", "/var/tmp/edgejar-sim-vmtest"))
 VM_CONFIG = """\
@@ -50,22 +49,7 @@ def vm_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     reason = vm_skip_reason()
     if reason:
         pytest.skip(reason)
-    config = tmp_path_factory.mktemp("vm-sim") / "sim.yml"
-    config.write_text(VM_CONFIG)
-    env = {**os.environ, "EDGEJAR_SIM_DIR": str(VM_STATE_DIR)}
-    first = run_sim(env, "down")
-    if first.returncode != 0:
-        pytest.fail(f"could not clean up an earlier VM test cluster:\n{first.stderr}")
-    try:
-        up = run_sim(env, "up", "--config", str(config), timeout=UP_TIMEOUT)
-        sys.stderr.write(up.stderr)
-        if up.returncode != 0:
-            pytest.fail(f"`sim up` (VM hosts) failed (exit {up.returncode}):\n{up.stderr}")
-        yield Sim(VM_STATE_DIR, Path(up.stdout.strip()), env)
-    finally:
-        down = run_sim(env, "down")
-        if down.returncode != 0:
-            pytest.fail(f"`sim down` (VM hosts) left things behind:\n{down.stderr}")
+    yield from sim_session(VM_STATE_DIR, VM_CONFIG, tmp_path_factory.mktemp("vm-sim"), "VM hosts", UP_TIMEOUT)
 
 
 @pytest.fixture(scope="session")

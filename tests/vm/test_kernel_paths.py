@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from runner.sim import host as sim_host
 from runner.sim.cluster import ssh_command
 from runner.sim.state import StateDir
 from tests.integration import runs
-from tests.integration.conftest import PLAYBOOKS, ROOT, Sim, ansible_env
+from tests.integration.conftest import PLAYBOOKS, Sim, ansible_env
 from tests.integration.runs import Run
 
 SWAP_MB = 256
@@ -250,25 +248,7 @@ def oom_host(vm_sim: Sim, runner_dir: Path, tmp_path_factory: pytest.TempPathFac
         limit="host",
     )  # fmt: skip
     assert run.status == "successful", (run.stats, run.errors())
-    project = tmp / "project"
-    shutil.copytree(ROOT / "runner", project / "runner", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "experiments").mkdir()
-    (project / "experiments" / "oom_probe.yml").write_text(yaml.safe_dump(OOM_EXPERIMENT, sort_keys=False))
-    subprocess.run(
-        [sys.executable, "-m", "runner", "model", "tiny"], cwd=ROOT, capture_output=True, check=True
-    )
-    placed = subprocess.run(
-        [sys.executable, "-m", "runner", "place", "-i", str(vm_sim.inventory), "experiments/oom_probe.yml"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert placed.returncode == 0, placed.stderr
-    for book, extravars in (("deploy.yml", {"edgejar_deploy_src_dir": str(project)}), ("launch.yml", {})):
-        run, output = runs.playbook(vm_sim, runner_dir, f"vm-oom-{book}", book, extravars, limit="host")
-        assert run.status == "successful", (book, run.stats, run.errors(), output[-2000:])
-    return project
+    return runs.launch_probe(vm_sim, runner_dir, OOM_EXPERIMENT, tmp / "project", limit="host")
 
 
 def test_an_instance_over_its_memory_max_is_recorded_as_oom_kill(
