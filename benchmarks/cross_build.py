@@ -8,11 +8,13 @@ and the sim's arm64 rootfs cached (`python -m runner sim build --config` with an
 1. The whole wheel, as roles/edgejar_llama cross-builds the `a76` key: `pip wheel --no-deps
    --no-cache-dir llama-cpp-python==0.3.36` with edgejar_llama_cross.aarch64's and the a76 flavour's
    CMAKE_ARGS and `_PYTHON_HOST_PLATFORM=linux-aarch64`, every core building.
-2. A build under emulation, which a whole wheel would take hours to show: N of llama.cpp's largest C/C++
-   files compiled with the same flags, once by the cross compiler and once by Debian's arm64 gcc running
-   through qemu-user in a throw-away copy of the arm64 rootfs (g++ installed into it from Debian's
-   mirror), one file at a time both ways; the ratio of the two, applied to step 1, estimates a build
-   under emulation (a build on a Pi itself is another number: native, but on a Pi's four cores).
+2. A build under emulation, which a whole wheel would take hours to show: N of llama.cpp's C++ sources
+   (those of median size) compiled with the same flags, once by the cross compiler and once by Debian's
+   arm64 g++ running through qemu-user in a throw-away copy of the arm64 rootfs (g++ installed into it from
+   Debian's mirror), one file at a time both ways. Both are measured in CPU seconds of the compilers
+   (user + system, which load beside the benchmark barely moves) as well as wall seconds; the CPU ratio,
+   applied to step 1's CPU seconds, estimates a build under emulation (a build on a Pi itself is another
+   number: native, but on a Pi's four cores).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,20 +52,20 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def wheel(work: Path) -> float:
+def wheel(work: Path) -> tuple[float, float]:
     env = {
         **os.environ,
         "CMAKE_ARGS": f"{CROSS_CMAKE} {A76_CMAKE}",
         "_PYTHON_HOST_PLATFORM": "linux-aarch64",
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
     }
-    started = time.monotonic()
+    started, cpu = time.monotonic(), cpu_s()
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--wheel-dir", str(work / "w"),
          f"llama-cpp-python=={VERSION}"],
         env=env,
     )  # fmt: skip
-    return time.monotonic() - started
+    return time.monotonic() - started, cpu_s() - cpu
 
 
 def sources(work: Path, count: int) -> tuple[Path, list[Path]]:
@@ -71,8 +74,9 @@ def sources(work: Path, count: int) -> tuple[Path, list[Path]]:
     with tarfile.open(next((work / "sd").glob("*.tar.gz"))) as tar:
         tar.extractall(work / "src", filter="data")
     llama = next((work / "src").iterdir()) / "vendor" / "llama.cpp"
-    files = sorted((llama / "src").glob("*.cpp"), key=lambda p: p.stat().st_size, reverse=True)[:count]
-    return llama, files
+    files = sorted((llama / "src").glob("*.cpp"), key=lambda p: p.stat().st_size)
+    middle = max(0, len(files) // 2 - count // 2)
+    return llama, files[middle : middle + count]
 
 
 def includes(llama: Path) -> list[str]:
@@ -80,9 +84,16 @@ def includes(llama: Path) -> list[str]:
     return [f"-I{d}" for d in dirs]
 
 
-def compile_all(compiler: list[str], llama: Path, files: list[Path], out: Path, root: Path | None) -> float:
-    """Compile each file alone; with `root`, inside that chroot (paths below it)."""
-    started = time.monotonic()
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def compile_all(
+    compiler: list[str], llama: Path, files: list[Path], out: Path, root: Path | None
+) -> tuple[float, float]:
+    """Compile each file alone; with `root`, inside that chroot (paths below it). (wall, CPU) seconds."""
+    started, cpu = time.monotonic(), cpu_s()
     for f in files:
         inc = includes(llama)
         src, obj = str(f), str(out / (f.stem + ".o"))
@@ -92,7 +103,7 @@ def compile_all(compiler: list[str], llama: Path, files: list[Path], out: Path, 
             run(["chroot", str(root), *compiler, *FLAGS, *inc, "-c", src, "-o", obj])
         else:
             run([*compiler, *FLAGS, *inc, "-c", src, "-o", obj])
-    return time.monotonic() - started
+    return time.monotonic() - started, cpu_s() - cpu
 
 
 def arm64_root(work: Path) -> Path:
@@ -119,6 +130,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=3, help="llama.cpp sources compiled both ways (default 3)")
     p.add_argument("--skip-wheel", action="store_true", help="no whole-wheel cross build (step 1)")
+    p.add_argument(
+        "--wheel-cpu-s",
+        type=float,
+        help="with --skip-wheel: step 1's CPU seconds from an earlier run, for the estimate",
+    )
     p.add_argument("--json", type=Path, help="write the results here too")
     args = p.parse_args()
     for tool in ("aarch64-linux-gnu-g++", "qemu-aarch64-static", "chroot"):
@@ -135,8 +151,10 @@ def measure(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="cross-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         result: dict[str, object] = {"cpus": os.cpu_count(), "llama_cpp_python": VERSION}
+        wheel_cpu = args.wheel_cpu_s
         if not args.skip_wheel:
-            result["cross_wheel_s"] = round(wheel(work), 1)
+            wall, wheel_cpu = wheel(work)
+            result |= {"cross_wheel_wall_s": round(wall, 1), "cross_wheel_cpu_s": round(wheel_cpu, 1)}
         root = arm64_root(work)
         llama, files = sources(root / "build", args.files)
         result["files"] = [f.name for f in files]
@@ -144,10 +162,18 @@ def measure(args: argparse.Namespace) -> int:
         (root / "build" / "emul").mkdir()
         cross = compile_all(["aarch64-linux-gnu-g++"], llama, files, root / "build" / "cross", None)
         emul = compile_all(["g++"], llama, files, root / "build" / "emul", root)
-        result |= {"cross_files_s": round(cross, 1), "emulated_files_s": round(emul, 1),
-                   "ratio": round(emul / cross, 1)}  # fmt: skip
-        if "cross_wheel_s" in result:
-            result["emulated_wheel_estimate_s"] = round(float(result["cross_wheel_s"]) * emul / cross)  # type: ignore[arg-type]
+        ratio = emul[1] / cross[1]
+        result |= {
+            "cross_files_wall_s": round(cross[0], 1),
+            "cross_files_cpu_s": round(cross[1], 1),
+            "emulated_files_wall_s": round(emul[0], 1),
+            "emulated_files_cpu_s": round(emul[1], 1),
+            "cpu_ratio": round(ratio, 1),
+        }
+        if wheel_cpu:
+            cpus = os.cpu_count() or 1
+            result["emulated_wheel_cpu_estimate_s"] = round(wheel_cpu * ratio)
+            result[f"emulated_wheel_wall_estimate_s_on_{cpus}_cores"] = round(wheel_cpu * ratio / cpus)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
