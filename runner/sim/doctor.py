@@ -12,6 +12,12 @@ from pathlib import Path
 
 from runner.sim import layout, preflight
 
+# The aarch64 cross compilers roles/edgejar_llama's cross build runs (edgejar_llama_cross.aarch64).
+CROSS_PACKAGES = {
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
+}
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -44,7 +50,27 @@ def findings() -> list[Finding]:
     if machine.way == layout.SYSTEMD_V2:
         found.append(_tools("systemd tools", preflight.SYSTEMD_TOOLS, "systemd-run, systemctl"))
     found += _guest()
+    found.append(_arm64())
     return found
+
+
+def _arm64() -> Finding:
+    """arm64 hosts (`arch: arm64`) and the controller's cross build of their wheels: optional."""
+    missing = {
+        t: p for t, p in {**preflight.FOREIGN_PACKAGES, **CROSS_PACKAGES}.items() if shutil.which(t) is None
+    }
+    problems = [("apt-get install -y " + " ".join(sorted(set(missing.values()))))] if missing else []
+    if (
+        "binfmt_misc" not in Path("/proc/filesystems").read_text()
+        and not Path("/proc/sys/fs/binfmt_misc").is_dir()
+    ):
+        problems.append("the kernel has no binfmt_misc")
+    return Finding(
+        "arm64 hosts: qemu-user, binfmt_misc, cross compilers",
+        not problems,
+        "; ".join(problems) or "present",
+        required=False,
+    )
 
 
 def _tools(name: str, tools: tuple[str, ...], present: str) -> Finding:

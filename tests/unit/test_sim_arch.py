@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from runner.sim import aptrepo, binfmt
 from runner.sim.rootfs import Rootfs, entry_name, same_arch_entries
 
@@ -72,3 +74,13 @@ def test_stale_repos_are_those_whose_rootfs_builds_are_gone(tmp_path: Path) -> N
             (tmp_path / name / aptrepo.SOURCES).write_text(sources)
     stale = aptrepo.stale_repos(tmp_path, keep=tmp_path / "apt-repo-1")
     assert [p.name for p in stale] == ["apt-repo-3", "apt-repo-4"]
+
+
+def test_sim_check_names_the_packages_arm64_hosts_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.sim import doctor
+
+    monkeypatch.setattr(doctor.shutil, "which", lambda tool: None)
+    found = doctor._arm64()
+    assert not found.ok and not found.required  # optional: only the aarch64 stage needs it
+    for package in ("qemu-user-static", "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu"):
+        assert package in found.detail, found.detail
