@@ -7,7 +7,7 @@ registers its own entry (`edgejar-aarch64`, flags `POCF`) unless one that serves
 already exists, and removes it when the last sim that needed it goes down (a marker per state directory
 under /run/edgejar-binfmt). `C` (the executable's credentials, not the caller's) is what makes a setuid
 `sudo` work inside: Debian's own `qemu-aarch64` entry (systemd-binfmt) lacks it, so the sim's entry,
-registered after it, is the one the kernel picks.
+registered after it, is the one the kernel picks (of two entries that match, the newer; checked here).
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ ENTRY = "edgejar-aarch64"
 MAGIC = r"\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
 MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
 _MAGIC_HEX = "7f454c460201010000000000000000000200b700"
-
-# Debian architecture name -> (uname -m, the Debian package whose interpreter runs it).
-FOREIGN = {"arm64": ("aarch64", "qemu-user-static")}
 
 
 def serving_entry(binfmt_dir: Path = BINFMT_DIR) -> str | None:
