@@ -122,7 +122,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    cluster.build(build_config(config_file=args.config), _state(args), cache_dir_from_env())
+    cluster.build(build_config(config_file=args.config), cache_dir_from_env())
     return 0
 
 

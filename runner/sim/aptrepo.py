@@ -219,14 +219,15 @@ def repo_hash(rootfs: Rootfs | Sequence[Rootfs]) -> str:
 def ensure_repo(cache_dir: Path, rootfs: Rootfs | Sequence[Rootfs]) -> Path:
     """Build (once per recipe) and return the repository directory. A flat repository serves every
     architecture at once: each host's APT picks the packages of its own (and `all`)."""
-    repo = cache_dir / f"apt-repo-{repo_hash(rootfs)}"
+    builds = [rootfs] if isinstance(rootfs, Rootfs) else list(rootfs)
+    repo = cache_dir / f"apt-repo-{repo_hash(builds)}"
     if (repo / "Release").exists():
         return repo
     # One builder at a time (the integration tier and the CI guest may both ask at once).
     with build_lock(cache_dir, repo.name, "the local APT repository"):
         if (repo / "Release").exists():
             return repo
-        return _build_repo(cache_dir, rootfs, repo)
+        return _build_repo(cache_dir, builds, repo)
 
 
 def stale_repos(cache_dir: Path, keep: Path) -> list[Path]:
@@ -244,8 +245,7 @@ def stale_repos(cache_dir: Path, keep: Path) -> list[Path]:
     return stale
 
 
-def _build_repo(cache_dir: Path, rootfs: Rootfs | Sequence[Rootfs], repo: Path) -> Path:
-    builds = [rootfs] if isinstance(rootfs, Rootfs) else list(rootfs)
+def _build_repo(cache_dir: Path, builds: list[Rootfs], repo: Path) -> Path:
     for old in stale_repos(cache_dir, keep=repo):
         shutil.rmtree(old, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="apt-repo.", dir=cache_dir))

@@ -28,7 +28,7 @@ SSH_CHECK_TIMEOUT = 90.0  # a first login can take a minute on a loaded or emula
 
 
 # --- build / up -------------------------------------------------------------------------------------
-def build(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
+def build(cfg: SimConfig, cache_dir: Path) -> None:
     """Build (or find in the cache) the rootfs builds and the APT repository, without booting anything."""
     preflight.require_root("build")
     preflight.check_tools(preflight.UP_TOOLS + (preflight.FOREIGN_TOOLS if _foreign(cfg) else ()))
@@ -138,13 +138,7 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
         image = vm_image.ensure_image(cache_dir, rootfs)
         accel = vm_qemu.accelerator(image, cache_dir)
     pubkey = _controller_key(state)
-    state.save(
-        cfg,
-        "starting",
-        bridge=cfg.bridge,
-        made_netns_dir=not network.netns_dir_mounted(),
-        foreign_arches=_foreign(cfg),
-    )
+    state.save(cfg, "starting", bridge=cfg.bridge, made_netns_dir=not network.netns_dir_mounted())
     network.bridge_up(cfg.bridge, cfg.gateway, cfg.prefixlen)
     aptrepo.serve(state, repo, cfg.gateway, cfg.repo_port)
     log(

@@ -12,12 +12,6 @@ from pathlib import Path
 
 from runner.sim import layout, preflight
 
-# The aarch64 cross compilers roles/edgejar_llama's cross build runs (edgejar_llama_cross.aarch64).
-CROSS_PACKAGES = {
-    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
-    "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
-}
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -56,10 +50,8 @@ def findings() -> list[Finding]:
 
 def _arm64() -> Finding:
     """arm64 hosts (`arch: arm64`) and the controller's cross build of their wheels: optional."""
-    missing = {
-        t: p for t, p in {**preflight.FOREIGN_PACKAGES, **CROSS_PACKAGES}.items() if shutil.which(t) is None
-    }
-    problems = [("apt-get install -y " + " ".join(sorted(set(missing.values()))))] if missing else []
+    missing = preflight.missing_tools(preflight.FOREIGN_TOOLS + preflight.CROSS_TOOLS)
+    problems = [preflight.missing_tools_message(missing)] if missing else []
     if (
         "binfmt_misc" not in Path("/proc/filesystems").read_text()
         and not Path("/proc/sys/fs/binfmt_misc").is_dir()

@@ -34,12 +34,19 @@ VM_PACKAGES: dict[str, str] = {
 }
 # Only for arm64 hosts (`arch: arm64`): their programs run through qemu-user (runner/sim/binfmt.py).
 FOREIGN_PACKAGES: dict[str, str] = {"qemu-aarch64-static": "qemu-user-static"}
+# Only for the controller's cross build of their wheels (roles/edgejar_llama, edgejar_llama_cross.aarch64).
+CROSS_PACKAGES: dict[str, str] = {
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu",
+}
 TOOLS.update(VM_PACKAGES)
 TOOLS.update(FOREIGN_PACKAGES)
+TOOLS.update(CROSS_PACKAGES)
 VM_TOOLS = tuple(VM_PACKAGES)
 FOREIGN_TOOLS = tuple(FOREIGN_PACKAGES)
+CROSS_TOOLS = tuple(CROSS_PACKAGES)
 SYSTEMD_TOOLS = ("systemd-run", "systemctl")  # only on systemd-v2 machines (runner/sim/layout.py)
-UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS + VM_TOOLS + FOREIGN_TOOLS)
+UP_TOOLS = tuple(t for t in TOOLS if t not in SYSTEMD_TOOLS + VM_TOOLS + FOREIGN_TOOLS + CROSS_TOOLS)
 DOWN_TOOLS = ("ip", "umount", "ssh")
 STATUS_TOOLS = ("ssh",)
 

@@ -246,7 +246,7 @@ def ensure_rootfs(cache_dir: Path, user: str, arch: str | None = None) -> Rootfs
             f"building the Debian {SUITE} {entry.arch} root filesystem for the simulated hosts in "
             f"{entry.root} "
             + (
-                "(first run or changed recipe; under emulation: about 10-20 minutes, cached afterwards)"
+                "(first run or changed recipe; under emulation: about 5-10 minutes, cached afterwards)"
                 if foreign
                 else "(first run or changed recipe; about 2-5 minutes, cached afterwards)"
             )

@@ -77,9 +77,12 @@ def test_stale_repos_are_those_whose_rootfs_builds_are_gone(tmp_path: Path) -> N
 
 
 def test_sim_check_names_the_packages_arm64_hosts_need(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runner.sim import doctor
+    from runner.sim import doctor, preflight
 
-    monkeypatch.setattr(doctor.shutil, "which", lambda tool: None)
+    everything_missing = preflight.missing_tools
+    monkeypatch.setattr(
+        preflight, "missing_tools", lambda tools: everything_missing(tools, which=lambda t: None)
+    )
     found = doctor._arm64()
     assert not found.ok and not found.required  # optional: only the aarch64 stage needs it
     for package in ("qemu-user-static", "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu"):
