@@ -16,16 +16,21 @@ from typing import Any
 
 import yaml
 
-from runner import ansible_bridge
+from runner import ansible_bridge, deployed
 from runner.commands import launched, place
 from runner.commands.common import add_inventory, inventory_path
 from runner.errors import InputError
 from runner.experiment import load_files
+from runner.inventory import load as load_cluster
 from runner.placement.policies import POLICIES
 
 log = logging.getLogger(__name__)
 
 PLAYBOOKS = ("up.yml", "launch.yml")  # up.yml: deploy.yml + launch.yml in one run; launch.yml alone
+# The extra variables that carry runner/deployed.py's fingerprints (node -> fingerprint) to the roles:
+# deploy records its node's in the stamp file, launch checks the stamp against its node's first.
+FINGERPRINT_VAR = "edgejar_up_fingerprints"
+EXPECT_VAR = "edgejar_up_expect_deployed"
 
 
 def add_extra_vars(p: argparse.ArgumentParser) -> None:
@@ -67,8 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep instances off a node")
     p.add_argument("--rebalance", action="store_true", help="re-score everything instead of keeping put")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="bound on the exact search (s)")
-    p.add_argument(
+    deploy = p.add_mutually_exclusive_group()
+    deploy.add_argument(
         "--skip-deploy", action="store_true", help="place and launch only (code and models as they are)"
+    )
+    deploy.add_argument(
+        "--deploy",
+        action="store_true",
+        help="deploy even when nothing changed since the last deploy (by default an unchanged deploy is "
+        "skipped: see docs/up.md)",
     )
     p.add_argument(
         "--watch",
@@ -82,6 +94,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_extra_vars(p)
     p.set_defaults(func=run)
+
+
+def models_per_node(inventory: Path) -> dict[str, list[str]]:
+    """node -> the models its placement (as just written) needs: what deploy delivers there."""
+    return {
+        cn.node.name: sorted({str(e["model"]) for e in cn.placed if isinstance(e, dict) and e.get("model")})
+        for cn in load_cluster(inventory).nodes
+    }
+
+
+def _playbook(
+    name: str, inventory: Path, extra: dict[str, Any]
+) -> tuple[ansible_bridge.PlaybookResult, dict[str, Any]]:
+    progress = ansible_bridge.Progress(capture=frozenset({launched.RECONCILE_TASK}))
+    result = ansible_bridge.run_playbook(name, inventory, extravars=extra, progress=progress)
+    return result, dict(progress.captured.get(launched.RECONCILE_TASK, {}))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,19 +137,36 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     place.run(place_args)
     timings = {"place": time.monotonic() - t0}
-    name = "launch.yml" if args.skip_deploy else "up.yml"
-    log.info("\n==> %s (%s)", name, "launch" if args.skip_deploy else "deploy + launch")
+    want = deployed.fingerprints(inventory, models_per_node(inventory), extra)
+    skip = args.skip_deploy or (not args.deploy and deployed.unchanged(inventory, want))
+    name = "launch.yml" if skip else "up.yml"
     t0 = time.monotonic()
-    progress = ansible_bridge.Progress(capture=frozenset({launched.RECONCILE_TASK}))
-    result = ansible_bridge.run_playbook(name, inventory, extravars=extra, progress=progress)
+    if skip and not args.skip_deploy:  # the nodes must hold what was deployed: the launch checks
+        log.info("\n==> launch.yml (launch; nothing changed since the last deploy)")
+        result, reconciled = _playbook(name, inventory, {**extra, EXPECT_VAR: want})
+        stale = sorted(n for n, res in reconciled.items() if res.get("not_deployed"))
+        if stale:
+            for node in stale:
+                log.info("up: %s: %s", node, reconciled[node].get("msg"))
+            log.info("up: deploying to every node, then launching again")
+            timings[name] = time.monotonic() - t0
+            name, skip, t0 = "up.yml", False, time.monotonic()
+    if not skip:
+        log.info("\n==> up.yml (deploy + launch)")
+        result, reconciled = _playbook(name, inventory, {**extra, FINGERPRINT_VAR: want})
+        failed = set(result.failed_hosts)
+        deployed.remember(inventory, {n: f for n, f in want.items() if n not in failed}, forget=failed)
+    elif args.skip_deploy:
+        log.info("\n==> launch.yml (launch)")
+        result, reconciled = _playbook(name, inventory, extra)
     timings[name] = time.monotonic() - t0
-    reconciled = progress.captured.get(launched.RECONCILE_TASK, {})
     instances = launched.from_results(reconciled)
     removed = {node: list(res.get("removed") or []) for node, res in reconciled.items()}
     log.info("\n".join(["", *(f"up: {line}" for line in launched.summary(instances, removed))]))
     result.raise_for_failures()
     spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
-    log.info("\nup: placed, deployed, launched (seconds: %s)", spent)
+    what = "placed, launched" if skip else "placed, deployed, launched"
+    log.info("\nup: %s (seconds: %s)", what, spent)
     if args.watch is not None:
         launched.watch(inventory, instances, args.watch)
     else:

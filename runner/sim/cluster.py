@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import deployed
 from runner.errors import EdgejarError
 from runner.sim import aptrepo, binfmt, host, launch, layout, network, preflight
 from runner.sim.cgroups import HostCgroups, parse_hierarchies
@@ -169,6 +170,7 @@ def _up_locked(cfg: SimConfig, state: StateDir, cache_dir: Path) -> None:
         raise EdgejarError("hosts booted but SSH as the sim user failed:\n  " + "\n  ".join(bad))
     inventory = write_inventory(cfg, state)
     clear_fact_cache(cfg)
+    deployed.forget_inventory(inventory)  # new machines: what runner up deployed before is gone
     state.save(cfg, "up")
     log(f"up in {time.monotonic() - started:.0f} s; inventory: {inventory}")
 
@@ -285,6 +287,7 @@ def _down_locked(state: StateDir) -> list[str]:
     binfmt.release(str(state.root.resolve()))
     if cfg is not None:
         clear_fact_cache(cfg)
+    deployed.forget_inventory(state.inventory)
     left += find_leftovers(cfg, state, names, recorded.get("bridge"))
     if not left and state.root.exists():
         shutil.rmtree(state.root, ignore_errors=True)

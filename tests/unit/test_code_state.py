@@ -264,3 +264,22 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("action", [True, False], ids=["action", "module"])
+def test_the_deploy_stamp_holds_runner_ups_fingerprint_or_is_removed(tmp_path: Path, action: bool) -> None:
+    """`runner up` skips an unchanged deploy only where the node's stamp holds what it deployed
+    (docs/up.md): the check writes the fingerprint it is given, removes the stamp when given none (a
+    deploy run any other way), changes nothing in check mode, and does not call the stamp a change."""
+    stamp = tmp_path / "app.deployed"
+    args: dict[str, object] = {"stamp": str(stamp), "fingerprint": "f" * 64}
+    dry = ansible("edgejar_deploy_state", args, check=True, action=action)
+    assert dry["rc"] == 0 and dry["stamp_differed"] is True and not stamp.exists(), dry
+    wrote = ansible("edgejar_deploy_state", args, action=action)
+    assert wrote["stamp_differed"] is True and wrote["changed"] is False, wrote
+    assert stamp.read_text() == "f" * 64 + "\n"
+    again = ansible("edgejar_deploy_state", args, action=action)
+    assert again["stamp_differed"] is False, again
+    gone = ansible("edgejar_deploy_state", {"stamp": str(stamp)}, action=action)
+    assert gone["stamp_differed"] is True and not stamp.exists(), gone
+    assert ansible("edgejar_deploy_state", {"stamp": str(stamp)}, action=action)["stamp_differed"] is False

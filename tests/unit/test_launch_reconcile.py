@@ -196,7 +196,11 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
     rec.prune()
     assert rec.removed == ["gone"]
     assert not (configs / "gone.json").exists() and not (units / "edgejar-instance@gone.service.d").exists()
-    assert ["systemctl", "disable", "--now", "--", "edgejar-instance@gone.service"] in fake.commands
+    assert ["systemctl", "disable", "--now", "--no-reload", "--", "edgejar-instance@gone.service"] in fake.commands
+    # systemd is reloaded once, by act(), for the removed files and links (and what files() wrote)
+    assert ["systemctl", "daemon-reload"] not in fake.commands and rec.units_changed
+    rec.act()
+    assert fake.commands.count(["systemctl", "daemon-reload"]) == 1
 
 
 def test_a_secret_file_is_written_into_its_own_directory_and_restarts_its_instances(tmp_path: Path) -> None:
@@ -230,6 +234,10 @@ def test_a_deliberate_start_or_restart_resets_the_start_limit_first(tmp_path: Pa
     restart = ["systemctl", "restart", "--", "edgejar-instance@edited.service"]
     assert reset in fake.commands and restart in fake.commands
     assert fake.commands.index(reset) < fake.commands.index(restart)
+    # one reload for the new files, before anything starts; the enable links need none (boot reads them)
+    reload, enable = ["systemctl", "daemon-reload"], ["systemctl", "enable", "--no-reload", "--", restart[-1]]
+    assert fake.commands.count(reload) == 1 and enable in fake.commands
+    assert fake.commands.index(reload) < fake.commands.index(restart)
 
 
 ENTRY = {
@@ -304,7 +312,7 @@ def test_instances_and_training_units_share_the_config_dir_and_prune_only_their_
     training = mod.Reconcile(module, training=True)
     training.prune()
     assert training.removed == ["job-0"] and not (configs / "job-0.json").exists()
-    assert ["systemctl", "disable", "--now", "--", "edgejar-train@job-0.service"] in fake.commands
+    assert ["systemctl", "disable", "--now", "--no-reload", "--", "edgejar-train@job-0.service"] in fake.commands
     entry = {"id": "job-1", "experiment": "job", "kind": "torch_distributed", "memory_mib": 768}
     text = json.loads(mod.training_config_text(entry, fake.params))
     assert text["app_dir"] == "/opt/edgejar/app" and text["data_dir"] == str(tmp_path / "data")

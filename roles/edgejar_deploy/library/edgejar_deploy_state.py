@@ -49,6 +49,13 @@ options:
     description: Remove the files C(list_dir) lists that are not in C(model_paths), with their sidecars.
     type: bool
     default: false
+  stamp:
+    description: >-
+      The deploy stamp file: it is made to hold C(fingerprint) (written atomically), or removed when
+      C(fingerprint) is empty. Bookkeeping for C(runner up), which skips a deploy that would change
+      nothing and has launch check this file first (docs/up.md); not reported as a change.
+    type: path
+  fingerprint: {description: What the stamp holds (empty - no stamp)., type: str, default: ""}
 author: edgejar
 """
 
@@ -56,6 +63,7 @@ RETURN = r"""
 site: {description: The venv's site-packages., type: str, returned: with dest}
 pth: {description: The .pth file's content before this run (null - missing)., type: str, returned: with dest}
 pth_written: {description: The .pth file was written (or would be, --check)., type: bool, returned: with dest}
+stamp_differed: {description: The stamp did not hold the fingerprint., type: bool, returned: with stamp}
 differs:
   description: Up to 20 code paths that differ, each with why (missing, extra, or what the node has).
   type: list

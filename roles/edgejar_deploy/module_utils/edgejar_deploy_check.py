@@ -82,9 +82,35 @@ def models(p: dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> 
     return out
 
 
+def stamp(path: str, fingerprint: str, check_mode: bool) -> bool:
+    """The deploy stamp (`runner up`'s fingerprint of this deploy, docs/up.md): written when given,
+    removed when not (a deploy run any other way), so that launch can tell a node that holds what
+    `runner up` last deployed. Bookkeeping, like the models' sidecars: not reported as a change.
+    Returns whether it differed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            have: str | None = fh.read()
+    except OSError:
+        have = None
+    want = fingerprint + "\n" if fingerprint else None
+    if have == want:
+        return False
+    if not check_mode:
+        if want is None:
+            os.unlink(path)
+        else:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(want)
+            os.replace(tmp, path)
+    return True
+
+
 def check(p: dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> dict[str, Any]:
     """The whole check for validated parameters `p`; raises CheckFailed."""
     result: dict[str, Any] = {"differs": [], "n_differs": 0, "stale": []}
+    if p.get("stamp"):
+        result["stamp_differed"] = stamp(p["stamp"], p.get("fingerprint") or "", check_mode)
     if p["dest"]:
         result.update(code(p, check_mode))
     code_changed = bool(result.get("changed"))

@@ -17,6 +17,9 @@ SPEC: dict[str, dict[str, Any]] = {
     "list_dir": {"type": "path"},
     "pattern": {"type": "str", "default": "*.gguf"},
     "prune": {"type": "bool", "default": False},
+    # The deploy stamp (docs/up.md): this file holds `fingerprint`, or is removed when it is empty.
+    "stamp": {"type": "path"},
+    "fingerprint": {"type": "str", "default": ""},
 }
 REQUIRED_IF = [("prune", True, ("list_dir",))]
 REQUIRED_TOGETHER = [("dest", "venv", "pth_name")]

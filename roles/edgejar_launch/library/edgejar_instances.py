@@ -66,6 +66,20 @@ options:
   wait_timeout: {description: Seconds to wait for each instance to run and answer., type: int, default: 120}
   log_lines: {description: Journal lines reported for an instance that failed., type: int, default: 20}
   host: {description: The node's name in the report lines., type: str, default: this node}
+  training: {description: The node's training units (their placement entries)., type: list, default: []}
+  training_unit: {description: The training units' template unit name., type: str, default: edgejar-train}
+  training_template: {description: Their template unit (empty - none reconciled)., type: str, default: ""}
+  code_dir:
+    description: Where deploy put the code (training entries are relative to it).
+    type: path
+    default: /opt/edgejar/app
+  deploy_stamp: {description: The deploy stamp file edgejar_deploy writes., type: path, default: ""}
+  deployed:
+    description: >-
+      When given, the deploy stamp must hold this fingerprint (C(runner up) skipped an unchanged deploy);
+      otherwise the module fails with C(not_deployed) before it changes anything.
+    type: str
+    default: ""
 author: edgejar
 """
 

@@ -344,9 +344,12 @@ class Reconcile:
         stale = sorted(present - set(self.wanted))
         if not stale:
             return
-        self.removed, self.changed = stale, True
+        # act() reloads systemd once for the removed files and links: not here (--no-reload), nor for enable
+        self.removed, self.changed, self.units_changed = stale, True, True
         if not node.check:
-            node.run(["systemctl", "disable", "--now", "--", *map(self.name, stale)], check_rc=False)
+            node.run(
+                ["systemctl", "disable", "--now", "--no-reload", "--", *map(self.name, stale)], check_rc=False
+            )
             # Every pruned unit, not only those failed before the stop: one caught restarting (after an
             # OOM kill) can end failed by the stop itself, and would stay listed for the next run to prune.
             node.run(["systemctl", "reset-failed", "--", *map(self.name, stale)], check_rc=False)
@@ -387,7 +390,8 @@ class Reconcile:
         self.changed |= bool(enable or restart or start)
         if not node.check:
             if enable:
-                node.run(["systemctl", "enable", "--", *enable])
+                # the links only matter at boot, which reads them from disk: no reload for them
+                node.run(["systemctl", "enable", "--no-reload", "--", *enable])
             # A start that launch asks for is deliberate: it must not count against the unit's start
             # limit (StartLimitBurst), which is there for crash loops. Without this, editing one
             # instance a few times within StartLimitIntervalSec left it refused ("start-limit-hit").
@@ -483,6 +487,18 @@ class Reconcile:
         return results, lines, failures
 
 
+def not_deployed(stamp: str, expected: str) -> str | None:
+    """Why the node does not hold what `runner up` last deployed there (its deploy stamp, written by
+    edgejar_deploy, lacks the expected fingerprint), or None; no expectation, no check."""
+    if not expected:
+        return None
+    have = (_read(stamp) or "").strip() if stamp else ""
+    if have == expected:
+        return None
+    said = f"holds {have[:12]}" if have else "is missing"
+    return f"not what was last deployed: its deploy stamp {stamp} {said}, expected {expected[:12]}"
+
+
 def reconcile(module: Module) -> None:
     """The whole reconcile for validated parameters; ends with module.exit_json or module.fail_json."""
     for key in ("memory_swap_max", "managed"):
@@ -493,6 +509,9 @@ def reconcile(module: Module) -> None:
             msg=f"cpu_quota must be a percentage such as 50% or 200%, got {module.params['cpu_quota']!r}"
         )
     host = module.params["host"]
+    why = not_deployed(module.params.get("deploy_stamp") or "", module.params.get("deployed") or "")
+    if why:
+        module.fail_json(msg=f"{why}; nothing changed here", not_deployed=True)
     kinds = [False] + ([True] if module.params.get("training_template") else [])
     for training in kinds:
         why = bad_entries(module.params["training" if training else "instances"], host, training)
