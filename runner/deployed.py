@@ -1,4 +1,4 @@
-"""What `runner up` last deployed, so that an unchanged deploy is skipped (docs/up.md, "Relaunching").
+"""What `runner up` last deployed, so that an unchanged deploy is skipped (docs/e2e.md, "Relaunching").
 
 A no-op deploy still costs a second of Ansible (its tasks and one round trip per node) before anything
 starts. `runner up` therefore keeps, per inventory and node, a fingerprint of everything a deploy's

@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--deploy",
         action="store_true",
         help="deploy even when nothing changed since the last deploy (by default an unchanged deploy is "
-        "skipped: see docs/up.md)",
+        "skipped: see docs/e2e.md)",
     )
     p.add_argument(
         "--watch",

@@ -274,3 +274,50 @@ def test_a_node_unreachable_at_the_start_is_named_and_the_others_give_up(
         runs.sshd(sim, GONE, "start")
     down = cli(sim, "down", "-i", str(sim.inventory))
     assert down.returncode == 0, down.stderr[-3000:]
+
+
+def test_a_relaunch_skips_an_unchanged_deploy_and_deploys_where_a_node_lost_it(
+    sim: Sim, runner_dir: Path, finished: dict[str, Any], tmp_path: Path
+) -> None:
+    """`runner up` of a new job with the checkout unchanged launches without deploying (docs/e2e.md,
+    "Relaunching"); a node whose deploy stamp no longer holds what was deployed there is named, launch
+    changes nothing there, and `runner up` deploys and launches after all: every job starts."""
+
+    def job(n: int) -> Path:
+        doc = {
+            "name": f"train_again{n}",
+            "kind": "torch_distributed",
+            "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
+            "args": ["--steps", 5, "--checkpoint-every", 0],
+            "ranks": 3,
+            "memory_gb": 0.5,
+            "max_restarts": 0,
+        }
+        path = tmp_path / f"again{n}.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    stamp = "cat /opt/edgejar/app.deployed"
+    hosts = ":".join(sorted(TORCH_HOSTS))
+    try:
+        first = cli(sim, "up", "-i", str(sim.inventory), "--deploy", str(job(1)))
+        assert first.returncode == 0 and "==> up.yml (deploy + launch)" in first.stderr, first.stderr[-3000:]
+        deployed = runs.shell(sim, runner_dir, "stamp-1", stamp, hosts)
+        assert len(set(deployed.values())) == 1 and len(deployed["rpi1"].strip()) == 64, deployed
+        again = cli(sim, "up", "-i", str(sim.inventory), str(job(2)))
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "==> launch.yml (launch; nothing changed since the last deploy)" in again.stderr, again.stderr
+        assert "up.yml" not in again.stderr and "3 unit(s) started" in again.stderr, again.stderr
+        runs.shell(sim, runner_dir, "stamp-break", "echo stale > /opt/edgejar/app.deployed", "rpi1")
+        third = cli(sim, "up", "-i", str(sim.inventory), str(job(3)))
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert "up: rpi1: not what was last deployed" in third.stderr and "holds stale" in third.stderr, (
+            third.stderr
+        )
+        # the nodes that held the deploy started their units in the first try; they wait at the rendezvous
+        assert "==> up.yml (deploy + launch)" in third.stderr, third.stderr
+        assert "1 unit(s) started or restarted, 2 left running as they were" in third.stderr, third.stderr
+        assert runs.shell(sim, runner_dir, "stamp-3", stamp, hosts) == deployed
+    finally:
+        down = cli(sim, "down", "-i", str(sim.inventory))
+        assert down.returncode == 0, down.stderr[-3000:]

@@ -269,7 +269,7 @@ def test_deploy_ships_the_node_runtime_alone_and_it_imports_from_that_alone(tmp_
 @pytest.mark.parametrize("action", [True, False], ids=["action", "module"])
 def test_the_deploy_stamp_holds_runner_ups_fingerprint_or_is_removed(tmp_path: Path, action: bool) -> None:
     """`runner up` skips an unchanged deploy only where the node's stamp holds what it deployed
-    (docs/up.md): the check writes the fingerprint it is given, removes the stamp when given none (a
+    (docs/e2e.md): the check writes the fingerprint it is given, removes the stamp when given none (a
     deploy run any other way), changes nothing in check mode, and does not call the stamp a change."""
     stamp = tmp_path / "app.deployed"
     args: dict[str, object] = {"stamp": str(stamp), "fingerprint": "f" * 64}

@@ -1,5 +1,5 @@
 """runner/deployed.py: `runner up` skips a deploy only when nothing a deploy depends on changed since the
-last deploy that went through on every node (docs/up.md); the launch module's stamp check."""
+last deploy that went through on every node (docs/e2e.md); the launch module's stamp check."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ options:
     description: >-
       The deploy stamp file: it is made to hold C(fingerprint) (written atomically), or removed when
       C(fingerprint) is empty. Bookkeeping for C(runner up), which skips a deploy that would change
-      nothing and has launch check this file first (docs/up.md); not reported as a change.
+      nothing and has launch check this file first (docs/e2e.md); not reported as a change.
     type: path
   fingerprint: {description: What the stamp holds (empty - no stamp)., type: str, default: ""}
 author: edgejar

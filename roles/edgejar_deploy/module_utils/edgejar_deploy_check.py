@@ -83,7 +83,7 @@ def models(p: dict[str, Any], check_mode: bool, warn: Callable[[str], None]) -> 
 
 
 def stamp(path: str, fingerprint: str, check_mode: bool) -> bool:
-    """The deploy stamp (`runner up`'s fingerprint of this deploy, docs/up.md): written when given,
+    """The deploy stamp (`runner up`'s fingerprint of this deploy, docs/e2e.md): written when given,
     removed when not (a deploy run any other way), so that launch can tell a node that holds what
     `runner up` last deployed. Bookkeeping, like the models' sidecars: not reported as a change.
     Returns whether it differed."""

@@ -17,7 +17,7 @@ SPEC: dict[str, dict[str, Any]] = {
     "list_dir": {"type": "path"},
     "pattern": {"type": "str", "default": "*.gguf"},
     "prune": {"type": "bool", "default": False},
-    # The deploy stamp (docs/up.md): this file holds `fingerprint`, or is removed when it is empty.
+    # The deploy stamp (docs/e2e.md): this file holds `fingerprint`, or is removed when it is empty.
     "stamp": {"type": "path"},
     "fingerprint": {"type": "str", "default": ""},
 }

@@ -34,7 +34,7 @@ SPEC: dict[str, dict[str, Any]] = {
     "training_unit": {"type": "str", "default": "edgejar-train"},
     "training_template": {"type": "str", "default": ""},
     "code_dir": {"type": "path", "default": "/opt/edgejar/app"},
-    # When `deployed` is given, the deploy stamp must hold it before anything is changed (docs/up.md).
+    # When `deployed` is given, the deploy stamp must hold it before anything is changed (docs/e2e.md).
     "deploy_stamp": {"type": "path", "default": ""},
     "deployed": {"type": "str", "default": ""},
 }
