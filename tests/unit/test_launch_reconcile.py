@@ -196,7 +196,8 @@ def test_a_reconcile_of_nothing_wanted_prunes_what_is_there(tmp_path: Path) -> N
     rec.prune()
     assert rec.removed == ["gone"]
     assert not (configs / "gone.json").exists() and not (units / "edgejar-instance@gone.service.d").exists()
-    assert ["systemctl", "disable", "--now", "--no-reload", "--", "edgejar-instance@gone.service"] in fake.commands
+    disable = ["systemctl", "disable", "--now", "--no-reload", "--"]
+    assert [*disable, "edgejar-instance@gone.service"] in fake.commands
     # systemd is reloaded once, by act(), for the removed files and links (and what files() wrote)
     assert ["systemctl", "daemon-reload"] not in fake.commands and rec.units_changed
     rec.act()
@@ -312,7 +313,8 @@ def test_instances_and_training_units_share_the_config_dir_and_prune_only_their_
     training = mod.Reconcile(module, training=True)
     training.prune()
     assert training.removed == ["job-0"] and not (configs / "job-0.json").exists()
-    assert ["systemctl", "disable", "--now", "--no-reload", "--", "edgejar-train@job-0.service"] in fake.commands
+    disable = ["systemctl", "disable", "--now", "--no-reload", "--"]
+    assert [*disable, "edgejar-train@job-0.service"] in fake.commands
     entry = {"id": "job-1", "experiment": "job", "kind": "torch_distributed", "memory_mib": 768}
     text = json.loads(mod.training_config_text(entry, fake.params))
     assert text["app_dir"] == "/opt/edgejar/app" and text["data_dir"] == str(tmp_path / "data")
