@@ -15,6 +15,9 @@ playbooks/frontdoor.yml (keys made for the run), then:
    turn and through the front door (round robin): p50 and p99 latency and the difference at p50 (goal,
    issue 16: under 2 ms), then --concurrency at once: the aggregate throughput of each (goal: the front
    door at least 95 % of straight).
+   With --door-cpu N the front door runs on CPU N alone and the replicas and the client on the other
+   CPUs, as a coordinator runs beside the boards on a real cluster; without it everything shares every
+   CPU of this machine, so the front door's CPU cost comes out of the replicas' time.
 2. With --slow NODE, that host's replica gets CPUQuota (host_vars, removed after) and is relaunched;
    for each strategy, --requests completions at --concurrency: p50, p99 and how many each replica took.
 
@@ -25,6 +28,7 @@ host shares its CPUs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -108,6 +112,28 @@ def load(
     return times, time.perf_counter() - start
 
 
+def pids(pattern: str) -> list[int]:
+    """This machine's processes whose command line contains `pattern` (the simulated hosts' are too)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in cmd:
+                found.append(int(d.name))
+    return found
+
+
+def pin(processes: list[int], cpus: set[int]) -> None:
+    """Every thread of each process onto `cpus` (threads made later inherit it from their maker)."""
+    for pid in processes:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(task.name), cpus)
+
+
 def admin(door: str, key: str, tls: ssl.SSLContext, method: str, path: str, body: Any = None) -> Any:
     req = urllib.request.Request(
         door + path,
@@ -133,6 +159,15 @@ def main() -> int:
         help="a new connection (TCP, and TLS to the front door) for every request, instead of one kept alive "
         "per client thread and target as an OpenAI client keeps them",
     )
+    p.add_argument(
+        "--door-cpu",
+        type=int,
+        default=None,
+        metavar="N",
+        help="for the overhead runs, the front door's processes on CPU N alone and the replicas and this "
+        "client on the others: the coordinator's CPU apart from the boards', as on a real cluster "
+        "(default: everything shares every CPU, which measures what the front door costs in CPU)",
+    )
     args = p.parse_args()
     inventory = Path(sh([PY, "-m", "runner", "sim", "inventory"]).strip())
     keys = {"admin": os.urandom(18).hex(), "user": os.urandom(18).hex()}
@@ -147,6 +182,8 @@ def main() -> int:
         "tokens": args.tokens,
         "new_connections": args.new_connections,
     }
+    everything = set(range(os.cpu_count() or 1))
+    pinned: list[int] = []
     try:
         sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), str(EXPERIMENT)])
         sh(
@@ -178,6 +215,17 @@ def main() -> int:
         direct = [(f"http://{e['address']}:{e['port']}", secret, None) for e in replicas]
         through = [(door, keys["user"], tls)]
         fresh = args.new_connections
+        if args.door_cpu is not None:  # the coordinator's CPU apart from the boards' (see --door-cpu)
+            rest = everything - {args.door_cpu}
+            door_pids = pids("runner.node frontdoor --config")
+            replica_pids = [q for e in replicas for q in pids(f"/etc/edgejar/instances/{e['id']}.json")]
+            if not door_pids or len(replica_pids) < len(replicas) or not rest:
+                sys.exit(f"--door-cpu: front door {door_pids}, replicas {replica_pids}, other CPUs {rest}")
+            pin(door_pids, {args.door_cpu})
+            pin(replica_pids, rest)
+            os.sched_setaffinity(0, rest)  # the client's threads too
+            pinned = door_pids + replica_pids + [os.getpid()]
+            out["door_cpu"] = args.door_cpu
         load(direct, 6, 1, args.tokens, fresh)  # warm every replica
         load(through, 6, 1, args.tokens, fresh)
         seq_direct, _ = load(direct, args.requests, 1, args.tokens, fresh)
@@ -199,11 +247,22 @@ def main() -> int:
             },
         }
         print(json.dumps(out["overhead"]), flush=True)
+        pin(pinned, everything)  # the strategies share the CPUs again (a relaunch makes new replicas)
         if quota:
             quota.parent.mkdir(parents=True, exist_ok=True)
             quota.write_text(f"edgejar_launch_cpu_quota: {json.dumps(args.quota)}\n")
             sh([PY, "-m", "runner", "-q", "up", "-i", str(inventory), "--skip-deploy", str(EXPERIMENT)])
             out["slow"] = {"node": args.slow, "quota": args.quota}
+            # the relaunch restarted the slow replica: the door's poll (every 5 s) may have seen its port
+            # closed; wait until it routes to every replica again, or the strategies would skip that one
+            deadline = time.monotonic() + 60
+            while any(
+                b.get("unreachable")
+                for b in admin(door, keys["admin"], tls, "GET", "/admin/status")["backends"]
+            ):
+                if time.monotonic() > deadline:
+                    sys.exit("the front door still calls a replica unreachable after 60 s")
+                time.sleep(0.5)
         out["strategies"] = {}
         for strategy in STRATEGIES:
             admin(door, keys["admin"], tls, "PUT", "/admin/strategy", {"strategy": strategy})
@@ -217,6 +276,7 @@ def main() -> int:
             out["strategies"][strategy] = {**summary(times, wall), "served": took}
             print(json.dumps({strategy: out["strategies"][strategy]}), flush=True)
     finally:
+        pin(pinned, everything)
         if quota and quota.exists():
             quota.unlink()
         extra_file.unlink(missing_ok=True)

@@ -196,6 +196,30 @@ def test_a_killed_replica_fails_no_request_and_is_cooled_down(door: dict[str, An
     assert call(url, "POST", "/admin/backends/chat-1/ready", KEYS["user"])[0] == 403
 
 
+def test_a_restarted_replica_is_not_cooled_down_for_the_connection_it_closed(door: dict[str, Any]) -> None:
+    """The door keeps a connection to each replica alive; a replica restarted between requests closed
+    it, and the door does not send on it again: the restarted replica takes its share at once, counts no
+    failure and is not cooled down (nothing is retried elsewhere)."""
+    url, c = door["url"], client(door["url"])
+    for _ in range(2):  # a kept-alive connection to each replica
+        c.completions.create(model="chat", prompt="Once", max_tokens=2)
+    proc, config = door["procs"]["chat-1"], door["tmp"] / "chat-1.json"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    door["procs"]["chat-1"] = start(["run", "--config", str(config)], door["tmp"] / "chat-1.again.log")
+    ready = subprocess.run([sys.executable, "-m", "runner.node", "ready", "--config", str(config)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+    assert ready.returncode == 0, ready.stderr
+    before = status(url)["chat-1"]["served"]
+    for _ in range(4):
+        assert c.completions.create(model="chat", prompt="Once", max_tokens=2).usage.completion_tokens >= 1
+    shown = status(url)
+    assert shown["chat-1"]["failures"] == 0 and shown["chat-1"]["cooldown_s"] == 0, shown
+    assert shown["chat-1"]["served"] == before + 2, shown
+    metrics = call(url, "GET", "/metrics", KEYS["admin"])[1].decode()
+    assert 'edgejar_frontdoor_retries_total{model="chat"}' not in metrics, metrics  # none sent elsewhere
+
+
 def test_runner_serve_shows_the_door_and_changes_its_strategy(door: dict[str, Any]) -> None:
     """`python -m runner serve` with the key in $EDGEJAR_FRONTDOOR_KEY: status as a table, a strategy
     change with an admin key, 1 with the front door's reason for a read-only one, 2 without a key."""

@@ -2,7 +2,7 @@
 
 An ASGI app (starlette, served by uvicorn: both already in the node venv for the replicas) that checks
 the caller's key and role, picks a replica with the strategy in force (routing.py), queues the request
-on that replica by priority (queueing.py), forwards it with httpx (the replica's own key added), streams
+on that replica by priority (queueing.py), forwards it with aiohttp (the replica's own key added), streams
 the answer back, measures time to first token and decode rate, retries a failed replica's request on
 another within a bounded budget and cools the failed one down, and exports Prometheus metrics.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -65,7 +65,7 @@ class Door:
     retries: int = 2
     cooldown_s: tuple[float, float] = (2.0, 60.0)
     metrics: Metrics = field(default_factory=Metrics)
-    client: httpx.AsyncClient | None = None
+    client: aiohttp.ClientSession | None = None
     started: float = field(default_factory=time.time)
     poll_s: float = 5.0  # how often each replica's port is tried (0: never)
     max_in_flight: int = 1  # requests a replica serves at once (the others wait in its queue)
@@ -272,29 +272,24 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
         live = stream
         content = b""
         try:
-            assert door.client is not None
-            req = door.client.build_request(
-                "POST", conf.url + path, content=body,
-                headers={"Authorization": f"Bearer {conf.key}", "Content-Type": "application/json"},
-            )  # fmt: skip
-            upstream = await door.client.send(req, stream=True)
-            live = stream and upstream.status_code == 200
+            upstream = await _post(door, conf, path, body)
+            live = stream and upstream.status == 200
             if not live:  # a whole answer: read it here, so that a replica dying mid-answer is retried
                 try:
-                    content = await upstream.aread()
+                    content = await upstream.read()
                 finally:
-                    await upstream.aclose()
-        except httpx.HTTPError as exc:
+                    upstream.release()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             slots.release()
             rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
             last = f"{b.id}: {type(exc).__name__}: {exc}"
             log.warning("%s failed (%s): cooling down %.0f s", b.id, last, rest)
             continue
-        if upstream.status_code in RETRYABLE:
+        if upstream.status in RETRYABLE:
             slots.release()
             rest = routing.cool_down(b, time.monotonic(), *door.cooldown_s)
-            last = f"{b.id}: HTTP {upstream.status_code}: {content[:300].decode('utf-8', 'replace')}"
-            log.warning("%s answered %d: cooling down %.0f s", b.id, upstream.status_code, rest)
+            last = f"{b.id}: HTTP {upstream.status}: {content[:300].decode('utf-8', 'replace')}"
+            log.warning("%s answered %d: cooling down %.0f s", b.id, upstream.status, rest)
             continue
         b.served += 1
         if live:
@@ -305,9 +300,9 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             )
         slots.release()
         elapsed = time.monotonic() - start
-        door.metrics.requests.labels(model, b.id, str(upstream.status_code)).inc()
+        door.metrics.requests.labels(model, b.id, str(upstream.status)).inc()
         door.metrics.latency.labels(model).observe(elapsed)
-        if upstream.status_code == 200:
+        if upstream.status == 200:
             routing.recovered(b)
             try:
                 tokens = _tokens_of(json.loads(content))
@@ -317,10 +312,19 @@ async def _forward(door: Door, request: Request, path: str) -> Response:
             # a whole answer: the replica's time for it counts as decode time (no first token seen apart)
             now = time.monotonic()
             routing.observe(b, b.ttft_s if b.ttft_s is not None else 0.0, tokens + 1, now - served_from, now)
-        return Response(content, upstream.status_code, media_type=upstream.headers.get("content-type"))
+        return Response(content, upstream.status, media_type=upstream.headers.get("content-type"))
     return door.refuse(
         "unavailable", 503, f"model {model!r}: no replica answered ({last})", "server_error", "unavailable"
     )
+
+
+async def _post(door: Door, conf: BackendConf, path: str, body: bytes) -> aiohttp.ClientResponse:
+    """POST to a replica on a kept-alive connection (its headers and a small body leave in one packet:
+    aiohttp coalesces them). A connection the replica closed (it restarted) is dropped from the pool when
+    the close arrives, so it is not used again."""
+    assert door.client is not None
+    headers = {"Authorization": f"Bearer {conf.key}", "Content-Type": "application/json"}
+    return await door.client.post(conf.url + path, data=body, headers=headers)
 
 
 async def _started(relay: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -346,7 +350,7 @@ async def _relay(
     b: routing.Backend,
     slots: Slots,
     model: str,
-    upstream: httpx.Response,
+    upstream: aiohttp.ClientResponse,
     start: float,
     served_from: float,
 ) -> AsyncIterator[bytes]:
@@ -356,13 +360,16 @@ async def _relay(
     first: float | None = None
     chunks = 0
     try:
-        async for part in upstream.aiter_raw():
+        async for part in upstream.content.iter_any():
             if first is None and b"data:" in part:
                 first = time.monotonic()
             chunks += part.count(b"data: {")
             yield part
     finally:
-        await upstream.aclose()
+        if upstream.content.at_eof():
+            upstream.release()  # the connection goes back to the pool
+        else:
+            upstream.close()  # the client left mid-answer: this connection is not reused
         slots.release()
         end = time.monotonic()
         door.metrics.requests.labels(model, b.id, "200").inc()
@@ -471,8 +478,14 @@ def create(door: Door) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=limits) as client:
+        # Kept-alive connections to the replicas, no cap on their number (each replica's queue bounds
+        # them); the answers passed on as they are (no decompression, no added Accept-Encoding).
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        timeout = aiohttp.ClientTimeout(total=600.0, connect=5.0)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        ) as client:  # fmt: skip
             door.client = client
             tasks = [asyncio.create_task(poll(door)), asyncio.create_task(follow_backends(door))]
             try:
@@ -519,7 +532,6 @@ def serve(config_path: Path) -> int:
     import uvicorn
 
     config = load_config(config_path)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
     door = build(config, Path(config["keys_file"]))
     if door.keys.error:
         log.warning("keys: %s", door.keys.error)
