@@ -11,7 +11,8 @@ recorded one, `runner up` runs launch.yml alone, and the launch module checks ea
 changes anything: a node whose code changed behind the controller's back is not launched but reported,
 and `runner up` deploys after all.
 
-Pure apart from the walk and the record file; the record is replaced atomically.
+Pure apart from the walk and the record file; the record is changed under a lock and replaced
+atomically (two runs at once, e.g. two test sessions, lose neither's entry).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.files.atomic import write_all
+from runner.files.atomic import locked, write_all
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / ".cache" / "edgejar" / "deployed.json"
@@ -114,16 +115,21 @@ def remember(
 ) -> None:
     """Record the fingerprints of the nodes deployed (`done`), drop those of `forget` (a node that failed:
     what it holds is not known). The record file is replaced atomically."""
-    doc = load(record)
-    mine = doc.setdefault(_key(inventory), {})
-    mine.update(done)
-    for node in forget:
-        mine.pop(node, None)
-    write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with locked(record.parent, "the deploy record"):  # read, change, replace: one run at a time
+        doc = load(record)
+        mine = doc.setdefault(_key(inventory), {})
+        mine.update(done)
+        for node in forget:
+            mine.pop(node, None)
+        write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
 
 
 def forget_inventory(inventory: Path, record: Path = RECORD) -> None:
     """Drop what was recorded for `inventory` (its hosts are new machines: `sim up`, `sim down`)."""
-    doc = load(record)
-    if doc.pop(_key(inventory), None) is not None:
-        write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
+    if not record.is_file():
+        return
+    with locked(record.parent, "the deploy record"):
+        doc = load(record)
+        if doc.pop(_key(inventory), None) is not None:
+            write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
