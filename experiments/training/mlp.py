@@ -16,8 +16,11 @@ records database and the checkpoint directory in its environment). What it shows
   agree on the newest checkpoint any of them holds and continue from it;
 - per step: loss, batch, compute and communication time, peak memory, into the node's records.
 
-The data: a fixed random "teacher" (a linear map plus a sine) and Gaussian inputs drawn from a generator
-seeded by (seed, step, rank): no data files, the same on every board.
+The data (EDGEJAR_TRAINING_DATA, the job's `data`): `synthetic`, a fixed random "teacher" (a linear map
+plus a sine) and Gaussian inputs drawn from a generator seeded by (seed, step, rank): no data files, the
+same on every board; or the path of a file on every node, written with
+`torch.save({"x": inputs, "y": targets})` (x: N x features floats, y: N or N x 1): each step takes the
+next global batch of rows (wrapping around), each rank its own consecutive share of them.
 """
 
 from __future__ import annotations
@@ -63,6 +66,26 @@ def batch(args: argparse.Namespace, step: int, rank: int, size: int) -> tuple[to
     g = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 4096 + rank)
     x = torch.randn(size, args.features, generator=g)
     return x, x @ w + 0.5 * torch.sin(3 * x[:, :1])
+
+
+class Rows:
+    """A data file's rows (see the module's docstring), handed out a global batch per step."""
+
+    def __init__(self, path: Path) -> None:
+        doc = torch.load(path, weights_only=True)
+        x, y = (doc.get("x"), doc.get("y")) if isinstance(doc, dict) else (None, None)
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() != 2:
+            raise ValueError(f"{path}: must hold {{'x': N x features, 'y': N or N x 1}} tensors")
+        y = y.reshape(-1, 1)
+        if len(y) != len(x) or len(x) == 0:
+            raise ValueError(f"{path}: x has {len(x)} rows, y {len(y)}")
+        self.x, self.y = x.float(), y.float()
+
+    def take(self, step: int, total: int, offset: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's `size` rows of step `step`'s global batch of `total`, from `offset` in it."""
+        n = len(self.x)
+        index = (torch.arange(size) + step * total + offset) % n
+        return self.x[index], self.y[index]
 
 
 def calibrate(args: argparse.Namespace, net: torch.nn.Module, size: int) -> float:
@@ -120,6 +143,14 @@ def save(net: torch.nn.Module, step: int, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    source = os.environ.get("EDGEJAR_TRAINING_DATA", "synthetic")
+    try:
+        rows = None if source == "synthetic" else Rows(Path(source))
+    except (OSError, ValueError, RuntimeError) as exc:  # before any peer waits on this rank
+        print(f"mlp.py: data {source}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if rows is not None:
+        args.features = rows.x.shape[1]
     backend = os.environ.get("EDGEJAR_TRAINING_BACKEND", "gloo")
     timeout = timedelta(seconds=float(os.environ.get("EDGEJAR_TRAINING_TIMEOUT_S", "300")))
     dist.init_process_group(backend, timeout=timeout)
@@ -138,6 +169,7 @@ def main(argv: list[str]) -> int:
         speeds = [float(t) for t in gathered]
     shares = split(args.batch, speeds)
     local = shares[rank]
+    first_row = sum(shares[:rank])  # where this rank's rows start in each step's global batch (a data file)
     start = resume(net, ckpt)
     if rec:
         rec.event(
@@ -148,12 +180,15 @@ def main(argv: list[str]) -> int:
             weighting=weighting,
             batch=local,
             speeds=[round(s, 1) for s in speeds],
+            data="synthetic" if rows is None else f"{source} ({len(rows.x)} rows)",
         )
     params = list(net.parameters())
     loss_value = float("nan")
     for step in range(start, args.steps):
         t0 = time.perf_counter()
-        x, y = batch(args, step, rank, local)
+        x, y = (
+            batch(args, step, rank, local) if rows is None else rows.take(step, args.batch, first_row, local)
+        )
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(net(x), y)
         loss.backward()

@@ -136,8 +136,21 @@ def prepare(
 ) -> tuple[list[str], dict[str, str]]:
     """(argv, env) for this node's unit; InputError (exit 2) names what is wrong."""
     argv = command(entry, python, app_dir)
+    check_data(entry)
     host = str(entry["rdzv_endpoint"]).rsplit(":", 1)[0].strip("[]")
     return argv, environment(entry, gloo_interface(host, int(entry["nnodes"]), run), os.environ)
+
+
+def check_data(entry: Mapping[str, Any]) -> None:
+    """A job's data path must be readable here, by the unit (its user, under its hardening: a home
+    directory is hidden from it); InputError (exit 2, not restarted) names it otherwise."""
+    data = str(entry.get("data") or "synthetic")
+    if data != "synthetic" and not os.access(data, os.R_OK):
+        why = "does not exist" if not os.path.exists(data) else "is not readable by the unit's user"
+        raise InputError(
+            f"training unit {entry['id']}: data {data} {why} on this node (put it on every node of the "
+            "job, readable by the service user, outside /home: the unit cannot see home directories)"
+        )
 
 
 def load(path: Path) -> dict[str, Any]:

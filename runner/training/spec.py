@@ -137,8 +137,8 @@ def parse(path: Path, data: Mapping[str, Any], root: Path, gb: GBCheck) -> Train
     if both:
         raise _err(path, "exclude", f"{', '.join(both)} also listed in nodes")
     data_src = data.get("data", "synthetic")
-    if not isinstance(data_src, str) or not data_src.strip():
-        raise _err(path, "data", f"must be 'synthetic' or a path on the nodes, got {data_src!r}")
+    if not isinstance(data_src, str) or not (data_src == "synthetic" or data_src.startswith("/")):
+        raise _err(path, "data", f"must be 'synthetic' or an absolute path on the nodes, got {data_src!r}")
     weighting = data.get("weighting", "none")
     if weighting not in WEIGHTING:
         raise _err(path, "weighting", f"must be one of {', '.join(WEIGHTING)}, got {weighting!r}")

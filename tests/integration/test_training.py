@@ -321,3 +321,68 @@ def test_a_relaunch_skips_an_unchanged_deploy_and_deploys_where_a_node_lost_it(
     finally:
         down = cli(sim, "down", "-i", str(sim.inventory))
         assert down.returncode == 0, down.stderr[-3000:]
+
+
+DATA = "/var/lib/edgejar/datasets/train_it.pt"
+
+
+def test_a_job_learns_from_a_data_file_on_the_nodes_and_a_missing_one_is_named(
+    sim: Sim, runner_dir: Path, finished: dict[str, Any], tmp_path: Path
+) -> None:
+    """`data: <path>`: every rank reads its own rows of each step's global batch from the file on its
+    node, and the loss falls; a path a node does not have fails that node's unit with exit 2, named,
+    and `runner up` reports it."""
+    hosts = ":".join(sorted(TORCH_HOSTS))
+    make = (
+        f'mkdir -p {Path(DATA).parent} && /opt/edgejar/venv/bin/python -c "import torch; '
+        "g = torch.Generator().manual_seed(7); x = torch.randn(600, 8, generator=g); "
+        f"torch.save({{'x': x, 'y': x @ torch.linspace(-1, 1, 8)}}, '{DATA}')\" && chmod 644 {DATA}"
+    )
+    runs.shell(sim, runner_dir, "data-make", make, hosts)
+
+    def job(name: str, data: str) -> Path:
+        doc = {
+            "name": name,
+            "kind": "torch_distributed",
+            "entry": str(ROOT / "experiments" / "training" / "mlp.py"),
+            "args": ["--steps", 40, "--batch", 96, "--checkpoint-every", 0],
+            "ranks": 3,
+            "memory_gb": 0.5,
+            "max_restarts": 0,
+            "data": data,
+        }
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    try:
+        up = cli(sim, "up", "-i", str(sim.inventory), str(job("train_data", DATA)))
+        assert up.returncode == 0, up.stderr[-3000:]
+        ids = " ".join(e["id"] for e in units(sim).values())
+        states = (
+            f"for id in {ids}; do test -e /etc/edgejar/instances/$id.json && "
+            f"systemctl show -p ActiveState,Result --value edgejar-train@$id.service; done; true"
+        )
+
+        def ended() -> bool:
+            out = runs.shell(sim, runner_dir, "data-state", states, hosts)
+            return all(sorted(out[h].split()) == ["inactive", "success"] for h in TORCH_HOSTS)
+
+        wait_for("the data job to end", ended, 300)
+        sql = "SELECT detail FROM train_events WHERE event = 'start' AND instance_id LIKE 'train_data-%'"
+        started = query(sim, runner_dir, "data-events", sql, hosts)
+        for node in TORCH_HOSTS:
+            assert [json.loads(d)["data"] for (d,) in started[node]] == [f"{DATA} (600 rows)"], started
+        sql = "SELECT step, loss FROM train_steps WHERE instance_id LIKE 'train_data-%' ORDER BY step"
+        losses = [loss for _, loss in query(sim, runner_dir, "data-steps", sql, "host")["host"]]
+        assert len(losses) == 40 and losses[-1] < losses[0] / 2, losses
+        missing = cli(
+            sim, "up", "-i", str(sim.inventory), str(job("train_nodata", "/var/lib/edgejar/none.pt"))
+        )
+        assert missing.returncode == 1, missing.stderr[-3000:]
+        assert "data /var/lib/edgejar/none.pt does not exist on this node" in missing.stderr, missing.stderr[
+            -4000:
+        ]
+    finally:
+        down = cli(sim, "down", "-i", str(sim.inventory))
+        assert down.returncode == 0, down.stderr[-3000:]

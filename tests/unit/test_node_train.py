@@ -118,6 +118,16 @@ def test_the_node_command_prints_the_plan_or_exits_2_with_the_reason(tmp_path: P
     assert refused.returncode == 2 and "a job over 2 nodes needs the cluster address" in refused.stderr
     config.write_text("[1, 2]")
     assert node_train(config).returncode == 2
+    # a data path the unit cannot read is bad input (exit 2: not restarted), named
+    config.write_text(json.dumps({**entry, "data": str(tmp_path / "missing.pt")}))
+    missing = node_train(config)
+    assert missing.returncode == 2 and f"data {tmp_path / 'missing.pt'} does not exist" in missing.stderr
+    (tmp_path / "rows.pt").write_bytes(b"any")
+    config.write_text(json.dumps({**entry, "data": str(tmp_path / "rows.pt")}))
+    present = node_train(config)
+    assert present.returncode == 0 and json.loads(present.stdout)["env"]["EDGEJAR_TRAINING_DATA"] == str(
+        tmp_path / "rows.pt"
+    )
 
 
 # A stand-in for torchrun (no torch here): writes the error torchrun's agent failed with into

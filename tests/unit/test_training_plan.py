@@ -121,6 +121,7 @@ def test_the_backend_is_one_for_the_job() -> None:
         ({"entry": None, "module": "not a module"}, "module: must be a dotted Python module name"),
         ({"gpu_memory_gb": 1}, "gpu_memory_gb: is set but gpu is false"),
         ({"weighting": "fair"}, "weighting: must be one of none, speed"),
+        ({"data": "datasets/x.pt"}, "data: must be 'synthetic' or an absolute path on the nodes"),
         ({"join_timeout_s": 0}, "join_timeout_s: must be a whole number from 10 to 86400, got 0"),
         ({"collective_timeout_s": "5m"}, "collective_timeout_s: must be a whole number from 10 to 86400"),
         ({"epochs": 3}, "epochs: unknown field for kind torch_distributed"),
