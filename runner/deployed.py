@@ -28,22 +28,28 @@ from runner.files.atomic import locked, write_all
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / ".cache" / "edgejar" / "deployed.json"
-# Not part of what deploy ships or reads: tools' caches, results, the launch secrets, the record itself.
+# Not part of what deploy ships or reads: tools' caches, results, the launch secrets, the record itself
+# (at any depth); and at the top of the checkout the project's docs, tests, benchmarks and scripts (never
+# in edgejar_deploy_code_paths; a test or a benchmark that writes there while another run relaunches
+# does not force a deploy).
 SKIP_DIRS = frozenset(
-    {".git", ".venv", ".cache", ".edgejar", "results", "__pycache__", ".pytest_cache", ".ruff_cache",
-     ".mypy_cache", ".hypothesis", "build", "node_modules"}
+    {".git", ".venv", ".cache", ".edgejar", ".ansible", "results", "__pycache__", ".pytest_cache",
+     ".ruff_cache", ".mypy_cache", ".hypothesis", "build", "node_modules"}
 )  # fmt: skip
+SKIP_TOP = frozenset({"docs", "tests", "benchmarks", "molecule", "scripts", ".config"})
 SKIP_FILES = frozenset({"placement.yml"})  # the placement is the launch's; its models are counted apart
 
 
-def _walk(top: Path, lines: list[str]) -> None:
-    """Append one line per file under `top` (a file or a directory): path, size, mtime in ns."""
+def _walk(top: Path, lines: list[str], skip_top: frozenset[str] = frozenset()) -> None:
+    """Append one line per file under `top` (a file or a directory): path, size, mtime in ns; leave out
+    SKIP_DIRS at any depth and `skip_top` directly under `top`."""
     if top.is_file():
         st = top.stat()
         lines.append(f"{top}\0{st.st_size}\0{st.st_mtime_ns}")
         return
     for here, dirs, files in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        skip = SKIP_DIRS | (skip_top if here == str(top) else frozenset())
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.endswith(".egg-info"))
         for name in sorted(files):
             if name in SKIP_FILES or name.endswith((".pyc", ".tmp")):
                 continue
@@ -70,7 +76,7 @@ def fingerprints(
     """node -> the fingerprint of a deploy to it: the checkout, the inventory's files, the extra variables
     and the models the node's placement needs (a model given as a path: that file's size and time)."""
     lines: list[str] = []
-    _walk(root, lines)
+    _walk(root, lines, SKIP_TOP)
     for top in inventory_files(inventory.resolve()):
         if not top.resolve().is_relative_to(root):
             _walk(top, lines)

@@ -27,7 +27,8 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     """A checkout (root) and a sim-like inventory outside it, with host_vars and a placement file."""
     root = tmp_path / "checkout"
     for rel in ("runner/node/a.py", "experiments/x.yml", "models/tiny.gguf", ".cache/ansible-facts/h",
-                "results/e/results.sqlite3", ".git/HEAD", "host_vars/n1/placement.yml"):  # fmt: skip
+                "results/e/results.sqlite3", ".git/HEAD", "host_vars/n1/placement.yml", "docs/x.md",
+                "tests/t.py", "runner/tests/shipped.py"):  # fmt: skip
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(rel)
     state = tmp_path / "sim"
@@ -57,9 +58,12 @@ def test_the_fingerprint_follows_what_deploy_depends_on(tree: tuple[Path, Path])
     root, inventory = tree
     first = fp(root, inventory)
     assert first == fp(root, inventory) and set(first) == {"n1", "n2"}
+    bump(root / "runner" / "tests" / "shipped.py")  # `tests` below the top is code like any other
+    nested = fp(root, inventory)
+    assert nested["n1"] != first["n1"]
     bump(root / "runner" / "node" / "a.py")
     code = fp(root, inventory)
-    assert code["n1"] != first["n1"] and code["n2"] != first["n2"]
+    assert code["n1"] != nested["n1"] and code["n2"] != nested["n2"]
     bump(root / ".." / "sim" / "host_vars" / "n1" / "extra.yml")  # the inventory's files, outside the root
     inv = fp(root, inventory)
     assert inv["n1"] != code["n1"]
@@ -70,6 +74,8 @@ def test_the_fingerprint_follows_what_deploy_depends_on(tree: tuple[Path, Path])
         ".cache/ansible-facts/h",
         "results/e/results.sqlite3",
         ".git/HEAD",
+        "docs/x.md",  # the project's docs and tests at the top are never shipped
+        "tests/t.py",
     ):
         bump(root / rel)
     bump(inventory.parent / "host_vars" / "n1" / "placement.yml")
