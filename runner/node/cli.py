@@ -71,6 +71,7 @@ def train(args: argparse.Namespace) -> int:
         print(json.dumps({"argv": argv, "env": shown}, indent=2, sort_keys=True), flush=True)
         return 0
     log.info("%s: %s (GLOO_SOCKET_IFNAME=%s)", entry["id"], " ".join(argv), env["GLOO_SOCKET_IFNAME"])
+    train_mod.notify_ready()
     return train_mod.run(entry, argv, env)
 
 

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -153,6 +154,21 @@ def check_data(entry: Mapping[str, Any]) -> None:
         )
 
 
+def notify_ready(environ: Mapping[str, str] = os.environ) -> bool:
+    """Tell systemd that the unit started (Type=notify): its checks passed and torchrun follows. Until
+    then the unit is `activating`, so launch waits for this and sees a unit whose checks failed (bad data,
+    no route: exit 2) as failed, with its reason, instead of briefly active. Without NOTIFY_SOCKET (run by
+    hand) it does nothing. Returns whether it told systemd."""
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    target = "\0" + address[1:] if address.startswith("@") else address  # an abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(target)
+        sock.sendall(b"READY=1")
+    return True
+
+
 def load(path: Path) -> dict[str, Any]:
     return read_object(path, "the training unit's config")
 
@@ -249,6 +265,7 @@ def run(entry: Mapping[str, Any], argv: list[str], env: dict[str, str]) -> int:
         errors = error_file(entry)
         errors.unlink(missing_ok=True)
         env = {**env, trainrec.ENV_LAUNCH: str(launch), "TORCHELASTIC_ERROR_FILE": str(errors)}
+        env.pop("NOTIFY_SOCKET", None)  # the unit's main process is this wrapper, not torchrun
         shown = {k: env[k] for k in ("GLOO_SOCKET_IFNAME", "EDGEJAR_TRAINING_BACKEND")}
         _event(conn, entry, launch, "launch", argv=argv, env=shown, nnodes=entry.get("nnodes"))
         sys.stdout.flush()

@@ -7,6 +7,8 @@ here: running the ranks is for the simulated cluster (not built yet, issue 14)."
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +175,18 @@ def test_a_job_that_cannot_form_is_given_up_and_not_restarted(
         assert (
             "rendezvous 10.0.0.1:29500 (join timeout 20 s" in reasons[0] and error.split(":")[0] in reasons[0]
         )
+
+
+def test_the_wrapper_tells_systemd_it_started_only_under_systemd(tmp_path: Path) -> None:
+    """Type=notify: READY=1 on the unit's NOTIFY_SOCKET (a path, or an abstract name with @); nothing
+    without one (a run by hand)."""
+    assert train.notify_ready({}) is False
+    for address in (str(tmp_path / "notify"), f"@edgejar-test-{os.getpid()}"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        sock.settimeout(5)
+        try:
+            assert train.notify_ready({"NOTIFY_SOCKET": address}) is True
+            assert sock.recv(64) == b"READY=1"
+        finally:
+            sock.close()
