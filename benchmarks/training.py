@@ -35,6 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,18 @@ def job_file(
 
 class RunFailed(Exception):
     """A unit of the job failed (the overhead runs take another sample and count it)."""
+
+
+def retried(what: str, attempt: Callable[[], Any], failed: list[str], tries: int = 3) -> Any:
+    """attempt() until its job ends, at most `tries` times (None if it never did). A job that failed says
+    nothing about what is measured: each failure is printed and counted in `failed`."""
+    for _ in range(tries):
+        try:
+            return attempt()
+        except RunFailed as exc:
+            print(f"{what}: {exc}; again", flush=True)
+            failed.append(str(exc))
+    return None
 
 
 def units_done(inv: dict[str, dict[str, Any]], nodes: list[str], job: str, timeout: float) -> None:
@@ -231,16 +245,14 @@ def main() -> int:
             out["runs"] = []
             for n in range(1, 0 if args.skip_throughput else len(nodes) + 1):
                 for weighting in ("none", "speed"):
-                    for _attempt in range(3):
-                        try:
-                            r = run_up(inventory, inv, nodes[:n], weighting, args, Path(tmp))
-                        except RunFailed as exc:  # counted, and the same run again
-                            print(f"{nodes[:n]} {weighting}: {exc}; again", flush=True)
-                            out.setdefault("failed_runs", []).append(str(exc))
-                            continue
+                    r = retried(
+                        f"{nodes[:n]} {weighting}",
+                        partial(run_up, inventory, inv, nodes[:n], weighting, args, Path(tmp)),
+                        out.setdefault("failed_runs", []),
+                    )
+                    if r is not None:
                         print(json.dumps(r), flush=True)
                         out["runs"].append(r)
-                        break
             if args.overhead_runs:  # a first deploy, so that the timed plain `runner up`s skip theirs
                 try:
                     run_up(inventory, inv, nodes, "none", args, Path(tmp), "--deploy")
@@ -250,19 +262,14 @@ def main() -> int:
             failed: list[str] = []
             for _ in range(args.overhead_runs):  # interleaved, so that a busy moment hits all alike
                 for mode in times:
-                    for _attempt in range(3):
-                        try:
-                            times[mode].append(
-                                by_hand(inventory, inv, nodes)
-                                if mode == "by hand"
-                                else run_up(inventory, inv, nodes, "none", args, Path(tmp), mode)[
-                                    "up_to_first_step_s"
-                                ]
-                            )
-                            break
-                        except RunFailed as exc:  # a job that failed says nothing about the launch
-                            print(f"{mode or 'runner up'}: {exc}; another sample", flush=True)
-                            failed.append(str(exc))
+                    attempt = (
+                        partial(by_hand, inventory, inv, nodes)
+                        if mode == "by hand"
+                        else partial(run_up, inventory, inv, nodes, "none", args, Path(tmp), mode)
+                    )
+                    took = retried(mode or "runner up", attempt, failed)  # by_hand: s; run_up: its results
+                    if took is not None:
+                        times[mode].append(took if isinstance(took, float) else took["up_to_first_step_s"])
             hand = statistics.median(times["by hand"]) if args.overhead_runs else 0.0
             out["overhead"] = (
                 {}

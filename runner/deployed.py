@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,26 +116,31 @@ def unchanged(inventory: Path, want: Mapping[str, str], record: Path = RECORD) -
     return bool(want) and all(have.get(node) == fp for node, fp in want.items())
 
 
+def _update(record: Path, change: Callable[[dict[str, dict[str, str]]], object]) -> None:
+    """Read the record, `change` it, replace it (only when it differs): under a lock, one run at a time."""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with locked(record.parent, "the deploy record"):
+        doc = load(record)
+        change(doc)
+        write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
+
+
 def remember(
     inventory: Path, done: Mapping[str, str], forget: Iterable[str] = (), record: Path = RECORD
 ) -> None:
     """Record the fingerprints of the nodes deployed (`done`), drop those of `forget` (a node that failed:
-    what it holds is not known). The record file is replaced atomically."""
-    record.parent.mkdir(parents=True, exist_ok=True)
-    with locked(record.parent, "the deploy record"):  # read, change, replace: one run at a time
-        doc = load(record)
+    what it holds is not known)."""
+
+    def change(doc: dict[str, dict[str, str]]) -> None:
         mine = doc.setdefault(_key(inventory), {})
         mine.update(done)
         for node in forget:
             mine.pop(node, None)
-        write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
+
+    _update(record, change)
 
 
 def forget_inventory(inventory: Path, record: Path = RECORD) -> None:
     """Drop what was recorded for `inventory` (its hosts are new machines: `sim up`, `sim down`)."""
-    if not record.is_file():
-        return
-    with locked(record.parent, "the deploy record"):
-        doc = load(record)
-        if doc.pop(_key(inventory), None) is not None:
-            write_all({record: json.dumps(doc, indent=1, sort_keys=True) + "\n"})
+    if record.is_file():
+        _update(record, lambda doc: doc.pop(_key(inventory), None))

@@ -137,35 +137,37 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     place.run(place_args)
     timings = {"place": time.monotonic() - t0}
-    want = deployed.fingerprints(inventory, models_per_node(inventory), extra)
-    skip = args.skip_deploy or (not args.deploy and deployed.unchanged(inventory, want))
-    name = "launch.yml" if skip else "up.yml"
     t0 = time.monotonic()
-    if skip and not args.skip_deploy:  # the nodes must hold what was deployed: the launch checks
-        log.info("\n==> launch.yml (launch; nothing changed since the last deploy)")
-        result, reconciled = _playbook(name, inventory, {**extra, EXPECT_VAR: want})
-        stale = sorted(n for n, res in reconciled.items() if res.get("not_deployed"))
-        if stale:
+    if args.skip_deploy:
+        log.info("\n==> launch.yml (launch)")
+        name, deploy = "launch.yml", False
+        result, reconciled = _playbook(name, inventory, extra)
+    else:
+        want = deployed.fingerprints(inventory, models_per_node(inventory), extra)
+        deploy = args.deploy or not deployed.unchanged(inventory, want)
+        if not deploy:  # the nodes must hold what was deployed: launch checks each one's stamp first
+            log.info("\n==> launch.yml (launch; nothing changed since the last deploy)")
+            name = "launch.yml"
+            result, reconciled = _playbook(name, inventory, {**extra, EXPECT_VAR: want})
+            stale = sorted(n for n, res in reconciled.items() if res.get("not_deployed"))
             for node in stale:
                 log.info("up: %s: %s", node, reconciled[node].get("msg"))
-            log.info("up: deploying to every node, then launching again")
-            timings[name] = time.monotonic() - t0
-            name, skip, t0 = "up.yml", False, time.monotonic()
-    if not skip:
-        log.info("\n==> up.yml (deploy + launch)")
-        result, reconciled = _playbook(name, inventory, {**extra, FINGERPRINT_VAR: want})
-        failed = set(result.failed_hosts)
-        deployed.remember(inventory, {n: f for n, f in want.items() if n not in failed}, forget=failed)
-    elif args.skip_deploy:
-        log.info("\n==> launch.yml (launch)")
-        result, reconciled = _playbook(name, inventory, extra)
+            if stale:
+                log.info("up: deploying to every node, then launching again")
+                timings[name], t0, deploy = time.monotonic() - t0, time.monotonic(), True
+        if deploy:
+            log.info("\n==> up.yml (deploy + launch)")
+            name = "up.yml"
+            result, reconciled = _playbook(name, inventory, {**extra, FINGERPRINT_VAR: want})
+            failed = set(result.failed_hosts)
+            deployed.remember(inventory, {n: f for n, f in want.items() if n not in failed}, forget=failed)
     timings[name] = time.monotonic() - t0
     instances = launched.from_results(reconciled)
     removed = {node: list(res.get("removed") or []) for node, res in reconciled.items()}
     log.info("\n".join(["", *(f"up: {line}" for line in launched.summary(instances, removed))]))
     result.raise_for_failures()
     spent = " ".join(f"{k}={v:.2f}" for k, v in timings.items())
-    what = "placed, launched" if skip else "placed, deployed, launched"
+    what = "placed, deployed, launched" if deploy else "placed, launched"
     log.info("\nup: %s (seconds: %s)", what, spent)
     if args.watch is not None:
         launched.watch(inventory, instances, args.watch)

@@ -87,9 +87,9 @@ def read(path: str) -> str | None:
         return None
 
 
-def write_pth(path: str, text: str) -> None:
-    """Replace the .pth file atomically (root-owned, 0644)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".edgejar-pth.")
+def replace_text(path: str, text: str) -> None:
+    """Replace a small text file atomically (root-owned, 0644): the .pth file, the deploy stamp."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".edgejar-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from ansible.module_utils.edgejar_code_tree import differences, read, remove, stale, tree, write_pth
+from ansible.module_utils.edgejar_code_tree import differences, read, remove, replace_text, stale, tree
 from ansible.module_utils.edgejar_model_files import SumError, listed, prune, sums
 
 # Run in the venv's Python only when its site-packages is not the one lib/python3*/site-packages.
@@ -54,7 +54,7 @@ def code(p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
         for path in extra:
             remove(path)
         if write:
-            write_pth(pth_path, p["dest"] + "\n")
+            replace_text(pth_path, p["dest"] + "\n")
     return {
         "changed": bool(extra) or write,
         "differs": diff[:SHOWN],
@@ -87,22 +87,14 @@ def stamp(path: str, fingerprint: str, check_mode: bool) -> bool:
     removed when not (a deploy run any other way), so that launch can tell a node that holds what
     `runner up` last deployed. Bookkeeping, like the models' sidecars: not reported as a change.
     Returns whether it differed."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            have: str | None = fh.read()
-    except OSError:
-        have = None
     want = fingerprint + "\n" if fingerprint else None
-    if have == want:
+    if read(path) == want:
         return False
     if not check_mode:
         if want is None:
             os.unlink(path)
         else:
-            tmp = f"{path}.tmp"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(want)
-            os.replace(tmp, path)
+            replace_text(path, want)
     return True
 
 
