@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps doctor guest vm aarch64
+.PHONY: deps test demo venv lint unit runtime integration clean molecule sim-up sim-down sim-status deb-deps doctor guest vm aarch64 lock
 
 # llama-cpp-python (the `node` extra) compiles llama.cpp the first time (about 6 minutes on 2 cores with
 # every core building, 20 single-threaded); pip keeps the built wheel in its cache, so it happens once
@@ -75,6 +75,15 @@ aarch64: $(STAMP)
 # VM hosts with their own kernel (QEMU): swap, static addresses, the Pi's reboot, OOM kills for real.
 vm: $(STAMP)
 	bash scripts/test.sh vm
+
+# The node venv's hashed locks (roles/edgejar_llama/files/locks/*.txt) from edgejar_llama_packages,
+# files/locks/torch.in and build.in, with uv's universal resolver (needs PyPI; uv comes into the venv on
+# the first run). After changing a package list: `make lock`, then commit the locks (docs/deploy.md).
+# LOCK_ARGS: e.g. --find-links DIR, where PyTorch's CPU index cannot be reached but a copy of its wheels can.
+UV_VERSION := 0.13.9
+lock: $(STAMP)
+	@$(VENV)/bin/uv --version 2>/dev/null | grep -q '^uv $(UV_VERSION) ' || $(PY) -m pip install -q 'uv==$(UV_VERSION)'
+	$(PY) scripts/lock.py $(LOCK_ARGS)
 
 # Debian packages the simulated cluster and the tests need (root; .ci/run runs this first).
 deb-deps:

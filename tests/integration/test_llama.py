@@ -16,14 +16,19 @@ run forces CPU flavours (a sim limitation; the real default for a Jetson is cuda
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import io
+import json
 import tarfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import ansible_runner
 import pytest
 
+from tests.conftest import ROOT
 from tests.integration.conftest import PLAYBOOKS, Sim, ansible_env
 from tests.integration.runs import Run, private_dir
 
@@ -78,6 +83,9 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
     return {
         "edgejar_llama_wheelhouse": str(tmp / "wheelhouse"),
         "edgejar_llama_packages": ["ejprobe==1.0"],
+        # The probe's own package list, unlocked (the lock is tested with a lock of the probe below).
+        "edgejar_llama_lock": "",
+        "edgejar_llama_build_lock": "",
         "edgejar_llama_build_sources": [str(tmp / "ejprobe-1.0.tar.gz")],
         "edgejar_llama_build_pip_args": ["--no-index"],  # the sim hosts have no package index
         "edgejar_llama_flavour_by_kind": PROBE_FLAVOURS,
@@ -88,6 +96,16 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
         # node_torch) is provisioned and used by test_training.py and molecule/edgejar_llama.
         "edgejar_llama_torch": False,
     }
+
+
+def load_filters() -> ModuleType:
+    """The role's filter plugin (locked(): a lock's pins for a node)."""
+    path = ROOT / "roles" / "edgejar_llama" / "filter_plugins" / "edgejar_llama.py"
+    spec = importlib.util.spec_from_file_location("edgejar_llama_filters", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_probe_sdist(directory: Path) -> Path:
@@ -264,6 +282,60 @@ def test_a_failed_build_keeps_its_log(
     assert "has no wheel for ejmissing==9" in failed["rpi2"]["msg"], failed["rpi2"]
 
 
+def test_a_locked_package_is_built_only_with_its_hash(
+    probe: dict[str, Any], sim: Sim, runner_dir: Path, tmp_path: Path
+) -> None:
+    """With a lock, the builder takes the package with pip --require-hashes: the sdist whose sha256 the
+    lock holds builds and installs; a lock with another hash fails the build, naming the package."""
+    sdist = probe["tmp"] / "ejprobe-1.0.tar.gz"
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    runs = {}
+    for name, pinned in {"good": digest, "bad": "0" * 64}.items():
+        lock = tmp_path / f"{name}.txt"
+        lock.write_text(
+            f"# {name}\nejprobe==1.0 ; platform_machine == 'x86_64' \\\n    --hash=sha256:{pinned}\n"
+        )
+        extravars = {
+            **probe_vars(probe["tmp"]),
+            "edgejar_llama_wheelhouse": str(tmp_path / f"wheelhouse-{name}"),
+            "edgejar_llama_lock": str(lock),
+        }
+        runs[name] = play(sim, runner_dir, f"llama-probe-lock-{name}", extravars, limit="rpi1,rpi2")
+    good, bad = runs["good"], runs["bad"]
+    assert good.status == "successful", (good.stats, good.failures())
+    assert builders(good) == {"rpi1": "rpi1"}
+    assert [p.name for p in (tmp_path / "wheelhouse-good" / "x86_64-a76-cp311").glob("*.whl")] == [
+        "ejprobe-1.0-py3-none-any.whl"
+    ]
+    assert bad.status == "failed", bad.stats
+    msg = bad.failures()["rpi1"]["msg"]
+    assert "x86_64-a76-cp311" in msg, msg
+    log = (tmp_path / "wheelhouse-bad" / "logs" / "x86_64-a76-cp311.log").read_text()
+    assert "DO NOT MATCH THE HASHES" in log and "ejprobe" in log and digest in log, log
+
+
+def test_a_package_the_lock_lacks_stops_before_any_build(
+    probe: dict[str, Any], sim: Sim, runner_dir: Path, tmp_path: Path
+) -> None:
+    """edgejar_llama_packages changed without relocking: every node fails naming the package and the lock,
+    and nothing is built."""
+    lock = tmp_path / "lock.txt"
+    lock.write_text(f"ejprobe==1.0 --hash=sha256:{'1' * 64}\n")
+    extravars = {
+        **probe_vars(probe["tmp"]),
+        "edgejar_llama_wheelhouse": str(tmp_path / "wheelhouse"),
+        "edgejar_llama_lock": str(lock),
+        "edgejar_llama_packages": ["ejprobe==1.0", "ejother"],
+    }
+    run = play(sim, runner_dir, "llama-probe-unlocked", extravars, limit="rpi1,rpi2")
+    assert run.status == "failed", run.stats
+    for host in ("rpi1", "rpi2"):
+        msg = run.failures()[host]["msg"]
+        assert "ejother" in msg and str(lock) in msg and "make lock" in msg, msg
+    assert not run.results(BUILD_TASK)
+    assert not (tmp_path / "wheelhouse").exists()
+
+
 # --- the real node runtime: llama-cpp-python from the controller's build ------------------------------
 
 
@@ -284,7 +356,21 @@ def llama(sim: Sim, runner_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "/opt/edgejar/venv/bin/python -c "
         "'import llama_cpp, numpy, yaml, psutil; print(llama_cpp.__version__, llama_cpp.llama_supports_mmap())'",
     )
-    return {"first": first, "second": second, "check": check, "nodes": nodes, "wheelhouse": wheelhouse}
+    freeze = shell(
+        sim,
+        runner_dir,
+        "llama-real-list",
+        "uname -m; /opt/edgejar/venv/bin/python -c 'import platform; print(platform.python_version())'; "
+        "/opt/edgejar/venv/bin/python -m pip list --format=json --disable-pip-version-check",
+    )
+    return {
+        "first": first,
+        "second": second,
+        "check": check,
+        "nodes": nodes,
+        "freeze": freeze,
+        "wheelhouse": wheelhouse,
+    }
 
 
 def test_llama_built_by_the_controller(llama: dict[str, Any]) -> None:
@@ -306,6 +392,22 @@ def test_llama_cpp_imports_on_every_node(llama: dict[str, Any]) -> None:
     for host, res in nodes.items():
         assert res.get("rc") == 0, (host, res)
         assert res["stdout"].split() == ["0.3.36", "True"], (host, res["stdout"])
+
+
+def test_llama_nodes_hold_exactly_the_locked_versions(llama: dict[str, Any]) -> None:
+    """Every entry of the default lock for a node (its machine and Python) is installed at its locked
+    version: the lock, not pip's resolver, chose every version."""
+    filters = load_filters()
+    lock = (ROOT / "roles" / "edgejar_llama" / "files" / "locks" / "base.txt").read_text()
+    for host, res in llama["freeze"].items():
+        assert res.get("rc") == 0, (host, res)
+        machine, python, listing = res["stdout"].split("\n", 2)
+        env = {"platform_machine": machine, "python_full_version": python}
+        wanted = dict(pin.split("==") for pin in filters.locked(lock, env))
+        assert {"llama-cpp-python", "fastapi", "aiohttp", "numpy", "soupsieve"} <= set(wanted), wanted
+        have = {d["name"].lower().replace("_", "-"): d["version"] for d in json.loads(listing)}
+        wrong = {n: (v, have.get(n)) for n, v in wanted.items() if have.get(n) != v}
+        assert not wrong, (host, wrong)
 
 
 def test_llama_second_run_changes_nothing(llama: dict[str, Any]) -> None:

@@ -90,7 +90,10 @@ def test_a_bad_requirement_names_the_variable_and_the_spec() -> None:
 
 def test_filters_are_registered_under_the_role_prefix() -> None:
     assert sorted(F.FilterModule().filters()) == [
+        "edgejar_llama_lock_requirements",
+        "edgejar_llama_locked",
         "edgejar_llama_missing_wheels",
         "edgejar_llama_not_installed",
         "edgejar_llama_pinned",
+        "edgejar_llama_unlocked",
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from runner.sim import doctor
 from runner.sim.guest import qemu
+from runner.sim.guest.datadisk import lock_constraints
 from runner.sim.guest.image import JOB_MARKER_END, JOB_RUNNER, GuestImage
 
 IMAGE = GuestImage(Path("/var/cache/edgejar/ci-guest-x"))
@@ -70,3 +71,18 @@ def test_the_jobs_own_lines_are_shown_as_progress_and_only_complete_ones() -> No
         "ok       Linux: linux",
         "  [90 s] TASK [edgejar_base : Install packages]",
     ]
+
+
+def test_the_guests_wheels_are_constrained_to_the_node_lock_for_the_guests_python() -> None:
+    """The guest's Debian python3 (3.11.2) is not necessarily the one running pip (a 3.11.7 venv): the
+    markers are evaluated for the guest's, hashes left out."""
+    lock = (
+        "# header\n"
+        "numpy==2.4.6 ; python_full_version == '3.11.*' \\\n    --hash=sha256:" + "a" * 64 + "\n"
+        "numpy==2.2.6 ; python_full_version < '3.11' \\\n    --hash=sha256:" + "b" * 64 + "\n"
+        "soupsieve==2.10 ; python_full_version < '3.11.5' \\\n    --hash=sha256:" + "c" * 64 + "\n"
+        "soupsieve==4.1.4 ; python_full_version >= '3.11.5' \\\n    --hash=sha256:" + "d" * 64 + "\n"
+        "aiohttp==3.14.5 \\\n    --hash=sha256:" + "e" * 64 + "\n"
+    )
+    assert lock_constraints(lock, "3.11.2") == "numpy==2.4.6\nsoupsieve==2.10\naiohttp==3.14.5\n"
+    assert lock_constraints(lock, "3.11.7") == "numpy==2.4.6\nsoupsieve==4.1.4\naiohttp==3.14.5\n"

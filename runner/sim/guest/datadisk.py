@@ -12,16 +12,43 @@ import shutil
 import sys
 from pathlib import Path
 
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
 from runner.errors import EdgejarError
 from runner.sim.system import log, run
 
 HEADROOM_MIB = 1024  # room for out/ and for ext4 itself
 
 
+NODE_LOCK = Path("roles/edgejar_llama/files/locks/base.txt")
+GUEST_PYTHON = Path("/usr/bin/python3")  # Debian 12's, the same interpreter as the guest's
+
+
+def lock_constraints(lock_text: str, python_full_version: str) -> str:
+    """A hashed lock as pip constraints for this machine's architecture and the given Python (the guest's,
+    which may not be the one running pip): each applying entry's `name==version`, hashes left out."""
+    environment = {
+        **default_environment(),
+        "python_full_version": python_full_version,
+        "python_version": ".".join(python_full_version.split(".")[:2]),
+    }
+    out = []
+    for line in lock_text.splitlines():
+        if not line.strip() or line[0].isspace() or line.startswith("#"):
+            continue
+        req = Requirement(line.rstrip().removesuffix("\\").strip())
+        if req.marker is None or req.marker.evaluate(environment):
+            out.append(f"{req.name}{req.specifier}\n")
+    return "".join(out)
+
+
 def wheels_dir(cache_dir: Path, repo: Path) -> Path:
     """Wheels of edgejar's runtime and `node` dependencies for the guest, made by this machine's pip
-    (llama-cpp-python comes from pip's wheel cache), cached per pyproject.toml."""
-    key = hashlib.sha256((repo / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (llama-cpp-python comes from pip's wheel cache) at the node lock's versions, so that they also fill
+    the guest controller's wheelhouse for its one node; cached per pyproject.toml and node lock."""
+    lock = (repo / NODE_LOCK).read_text()
+    key = hashlib.sha256((repo / "pyproject.toml").read_bytes() + lock.encode()).hexdigest()[:16]
     target = cache_dir / f"ci-guest-wheels-{key}"
     if (target / ".complete").exists():
         return target
@@ -29,7 +56,12 @@ def wheels_dir(cache_dir: Path, repo: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     log(f"collecting the guest's Python wheels in {target} (pip's cache has llama-cpp-python)")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(partial), f"{repo}[node]"], timeout=1800)
+    constraints = partial / "node-lock-constraints.txt"
+    guest_python = run([str(GUEST_PYTHON), "-c", "import platform; print(platform.python_version())"])
+    constraints.write_text(lock_constraints(lock, guest_python.stdout.strip()))
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(partial), "-c", str(constraints)]
+    run([*pip_wheel, f"{repo}[node]"], timeout=1800)
+    constraints.unlink()
     for own in partial.glob("edgejar-*.whl"):  # the guest runs the repository's code, not a wheel of it
         own.unlink()
     if not any(partial.glob("llama_cpp_python-*.whl")):
@@ -40,9 +72,6 @@ def wheels_dir(cache_dir: Path, repo: Path) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     partial.rename(target)
     return target
-
-
-GUEST_PYTHON = Path("/usr/bin/python3")  # Debian 12's, the same interpreter as the guest's
 
 
 def venv_dir(cache_dir: Path, wheels: Path) -> Path:
