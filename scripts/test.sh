@@ -100,8 +100,8 @@ wants() { local s; for s in "${stages[@]}"; do [ "$s" = "$1" ] && return 0; done
 for stage in "${stages[@]}"; do
   case $stage in
     lint)
-      run ruff ruff check runner tests benchmarks playbooks/callback_plugins roles
-      run ruff-format ruff format --check runner tests benchmarks playbooks/callback_plugins roles
+      run ruff ruff check runner tests benchmarks scripts playbooks/callback_plugins roles
+      run ruff-format ruff format --check runner tests benchmarks scripts playbooks/callback_plugins roles
       run yamllint yamllint -s .
       run ansible-lint ansible-lint --profile production playbooks roles
       ;;
