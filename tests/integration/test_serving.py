@@ -296,8 +296,13 @@ def slowed(sim: Sim, door: dict[str, Any], served: tuple[Any, dict[str, dict[str
 
 def test_each_strategy_spreads_as_it_says_and_changes_under_load(door: dict[str, Any], slowed: str) -> None:
     """With chat-2's host at a 5 % CPU quota: round robin sends each replica the same number; least busy
-    and adaptive send the slow one fewer than each fast one; latency sends everything to the fastest (the
-    slow one no more than the other fast one). The strategy changes while requests run; none fails."""
+    and adaptive send the slow one fewer than its round-robin share and fewer than the busiest fast one;
+    latency sends everything to the fastest (the slow one no more than the other fast one). The strategy
+    changes while requests run; none fails.
+
+    Not "fewer than each fast one": the fast replicas share this machine's CPUs with the front door and,
+    in CI, with the guest and VM stages, so one of them can be as slow as the slowed one for a while
+    (a CI run saw least busy send 2 / 13 / 3, the slowed one last), and least busy is right to avoid it."""
     c = door_client(door)
 
     def one(n: int) -> None:
@@ -326,8 +331,8 @@ def test_each_strategy_spreads_as_it_says_and_changes_under_load(door: dict[str,
         fast = [v for k, v in took.items() if k != slowed]
         if strategy == "latency":  # all to the fastest replica: the slow one gets none of them
             assert took[slowed] <= min(fast) and took[slowed] < max(fast), (strategy, took)
-        else:  # load and speed: the slow one gets fewer than each fast one
-            assert took[slowed] < min(fast), (strategy, took)
+        else:  # load and speed: the slow one gets less than round robin gives it, and less than the most
+            assert took[slowed] < 18 / 3 and took[slowed] < max(fast), (strategy, took)
     # changed under load: every request answered
     with ThreadPoolExecutor(6) as pool:
         running = [pool.submit(one, n) for n in range(18)]
