@@ -20,7 +20,10 @@ from runner.sim.guest.image import JOB_MARKER_END, JOB_MARKER_START, GuestImage
 from runner.sim.system import log
 
 KVM_PROBE_S = 60.0  # a KVM guest prints the start marker in seconds; TCG needs ~25 s to reach it
-TCG_START_S = 240.0  # how long a TCG boot may take to reach the job (the machine may be loaded)
+# How long a TCG boot may take to reach the job: about 25 s on an idle machine, but CI boots it beside
+# the integration tier on the same two cores; a CI run (2026-12-07) saw the kernel only 1 s into its
+# boot after 240 s, while the integration tier provisioned its hosts.
+TCG_START_S = 900.0
 MEMORY_MIB = 3072
 CPUS = 2
 
