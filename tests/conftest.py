@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """A Python file that is not in a package (a role's filter plugin, a script) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+LLAMA_FILTERS = ROOT / "roles" / "edgejar_llama" / "filter_plugins" / "edgejar_llama.py"
 
 
 @pytest.fixture

@@ -17,18 +17,16 @@ run forces CPU flavours (a sim limitation; the real default for a Jetson is cuda
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import tarfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import ansible_runner
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import LLAMA_FILTERS, ROOT, load_module
 from tests.integration.conftest import PLAYBOOKS, Sim, ansible_env
 from tests.integration.runs import Run, private_dir
 
@@ -96,16 +94,6 @@ def probe_vars(tmp: Path) -> dict[str, Any]:
         # node_torch) is provisioned and used by test_training.py and molecule/edgejar_llama.
         "edgejar_llama_torch": False,
     }
-
-
-def load_filters() -> ModuleType:
-    """The role's filter plugin (locked(): a lock's pins for a node)."""
-    path = ROOT / "roles" / "edgejar_llama" / "filter_plugins" / "edgejar_llama.py"
-    spec = importlib.util.spec_from_file_location("edgejar_llama_filters", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_probe_sdist(directory: Path) -> Path:
@@ -397,7 +385,7 @@ def test_llama_cpp_imports_on_every_node(llama: dict[str, Any]) -> None:
 def test_llama_nodes_hold_exactly_the_locked_versions(llama: dict[str, Any]) -> None:
     """Every entry of the default lock for a node (its machine and Python) is installed at its locked
     version: the lock, not pip's resolver, chose every version."""
-    filters = load_filters()
+    filters = load_module(LLAMA_FILTERS, "edgejar_llama_filters")
     lock = (ROOT / "roles" / "edgejar_llama" / "files" / "locks" / "base.txt").read_text()
     for host, res in llama["freeze"].items():
         assert res.get("rc") == 0, (host, res)

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from tests.conftest import ROOT
+from tests.conftest import LLAMA_FILTERS, load_module
 
-
-def load() -> ModuleType:
-    path = ROOT / "roles" / "edgejar_llama" / "filter_plugins" / "edgejar_llama.py"
-    spec = importlib.util.spec_from_file_location("edgejar_llama_filters", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-F = load()
+F = load_module(LLAMA_FILTERS, "edgejar_llama_filters")
 WHEELS = [
     "/wh/x86_64-cpu-cp311/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl",
     "/wh/x86_64-cpu-cp311/llama_cpp_python-0.3.35-py3-none-linux_x86_64.whl",

@@ -8,32 +8,19 @@ in step with the controller's own `node` extra (the runtime tests run what the n
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import tomllib
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
-from tests.conftest import ROOT
+from tests.conftest import LLAMA_FILTERS, ROOT, load_module
 
 LOCKS = ROOT / "roles" / "edgejar_llama" / "files" / "locks"
 
 
-def load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-F = load(ROOT / "roles" / "edgejar_llama" / "filter_plugins" / "edgejar_llama.py", "edgejar_llama_filters")
-LOCK_SCRIPT = load(ROOT / "scripts" / "lock.py", "edgejar_lock_script")
+F = load_module(LLAMA_FILTERS, "edgejar_llama_filters")
+LOCK_SCRIPT = load_module(ROOT / "scripts" / "lock.py", "edgejar_lock_script")
 H1, H2, H3 = ("sha256:" + c * 64 for c in "abc")
 X86_311 = {"platform_machine": "x86_64", "python_full_version": "3.11.2"}
 ARM_310 = {"platform_machine": "aarch64", "python_full_version": "3.10.12"}

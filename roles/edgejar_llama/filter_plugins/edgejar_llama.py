@@ -74,12 +74,18 @@ def not_installed(pins: Iterable[str], pip_list: Iterable[Mapping[str, Any]]) ->
             installed[canonicalize_name(str(dist["name"]))] = Version(str(dist["version"]))
         except (KeyError, ValueError):
             continue
+    return _unsatisfied(pins, installed)
+
+
+def _unsatisfied(specs: Iterable[str], have: Mapping[str, Version]) -> list[str]:
+    """The requirements in `specs` whose package `have` (canonical name -> version) lacks or holds at a
+    version the requirement does not take."""
     out = []
-    for pin in pins:
-        req = _requirement(pin)
-        have = installed.get(canonicalize_name(req.name))
-        if have is None or not req.specifier.contains(have, prereleases=True):
-            out.append(pin)
+    for spec in specs:
+        req = _requirement(spec)
+        version = have.get(canonicalize_name(req.name))
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            out.append(spec)
     return out
 
 
@@ -226,13 +232,7 @@ def unlocked(specs: Iterable[str], pins: Iterable[str]) -> list[str]:
     for pin in pins:
         req = _requirement(pin)
         versions[canonicalize_name(req.name)] = Version(next(iter(req.specifier)).version)
-    out = []
-    for spec in specs:
-        req = _requirement(spec)
-        have = versions.get(canonicalize_name(req.name))
-        if have is None or not req.specifier.contains(have, prereleases=True):
-            out.append(spec)
-    return out
+    return _unsatisfied(specs, versions)
 
 
 class FilterModule:
